@@ -1,0 +1,36 @@
+# Fresh machine: `make demo` runs the whole chain on the kit's tiny model; `make test` runs the tests.
+# Both install what they need first (idempotent: a stamp file records a finished install).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LLAMA_CPP_PYTHON := 0.3.36
+TORCH := 2.13.0
+# Portable llama.cpp build: the CPUs here advertise AMX but die with SIGILL on it (see DESIGN.md).
+CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+export CMAKE_ARGS
+STAMP := $(VENV)/.strata-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile scripts/llama_wheel.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==$(TORCH)"
+	$(PY) -m pip install -q "$$(PYTHON=$(PY) bash scripts/llama_wheel.sh $(LLAMA_CPP_PYTHON))"
+	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
+	$(PY) -m strata.llamacpp
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/strata demo
+
+bench: install
+	$(PY) scripts/bench/run.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Build stage: PDFs to dataset, layered LoRA adapters, merged model and quantized GGUF."""

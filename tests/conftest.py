@@ -1,0 +1,76 @@
+"""Shared fixtures: an isolated workspace per test, and session-built real inputs (PDFs, tiny base, GGUF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from strata.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Point WORKSPACE (and every derived default) at a fresh temp dir; clear env that would leak in."""
+    for name in ("BASE_MODEL", "MODEL_PATH", "MODEL_NAME", "PDF_ARCHIVE_PATH", "N_CTX", "N_THREADS", "API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORKSPACE", str(tmp_path / "ws"))
+    settings = Settings.resolve()
+    settings.ensure_skeleton()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def sample_pdfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The kit's corpus as real PDFs, plus every bad kind under _bad/ (read-only use: copy before mutating)."""
+    from strata.kit.pdfs import write_sample_pdfs
+
+    dest = tmp_path_factory.mktemp("sample_pdfs")
+    write_sample_pdfs(dest, with_bad=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama HF model (2 layers, hidden 256) with a short pre-training on the kit corpus."""
+    from strata.kit.texts import corpus_texts
+    from strata.kit.tiny_base import SPECS, make_tiny_base
+
+    return make_tiny_base(tmp_path_factory.mktemp("tiny_base") / "hf", corpus_texts(), SPECS["test"],
+                          pretrain_steps=60, seed=0)
+
+
+@pytest.fixture(scope="session")
+def base_gguf(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny base converted to an F16 GGUF by llama.cpp's own converter."""
+    from strata.llamacpp import convert_hf
+
+    return convert_hf(tiny_base, tmp_path_factory.mktemp("gguf") / "base-f16.gguf", "f16")
+
+
+@pytest.fixture(scope="session")
+def lora_dirs(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two real PEFT LoRA adapters on the tiny base (random non-zero weights, different targets), each dir
+    holding the PEFT files and `adapter.gguf` made by llama.cpp's convert_lora_to_gguf.py: the build-stage layout."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from strata.llamacpp import convert_lora
+
+    root = tmp_path_factory.mktemp("loras")
+    specs = {"alpha": (["q_proj", "v_proj"], 1), "beta": (["q_proj", "k_proj", "o_proj", "up_proj", "down_proj"], 2)}
+    out = {}
+    for name, (targets, seed) in specs.items():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+        peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False))
+        with torch.no_grad():  # scale B up so each adapter clearly changes greedy outputs
+            for param_name, param in peft_model.named_parameters():
+                if "lora_B" in param_name:
+                    param.mul_(40.0)
+        folder = root / name
+        peft_model.save_pretrained(folder)
+        convert_lora(folder, tiny_base, folder / "adapter.gguf")
+        out[name] = folder
+    return out
