@@ -1,0 +1,167 @@
+"""Adapter paths: resolution to a GGUF LoRA file, the allow-list, GGUF metadata and base-compatibility checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from strata.serve.errors import ApiError
+
+EXPORT_HINT = ("export it first: `strata build train ...` writes adapter.gguf into every adapter dir, or run "
+               "llama.cpp's convert_lora_to_gguf.py ADAPTER_DIR --base HF_BASE --outfile ADAPTER_DIR/adapter.gguf")
+FINGERPRINT_KEY = "strata.base_fingerprint"
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    """What an adapter must match: the base's architecture and its tensor shapes (GGUF order, ne0 first)."""
+
+    architecture: str
+    shapes: dict[str, tuple[int, ...]]
+
+
+@dataclass
+class Adapter:
+    """One loaded LoRA: a llama.cpp handle plus what GET /lora-adapters lists."""
+
+    id: int
+    path: str  # the path the user gave (shown back)
+    file: Path  # the real GGUF file
+    key: tuple[str, int]  # (real path, mtime_ns): the cache key
+    name: str
+    handle: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _field_value(reader_field: Any) -> Any:
+    """A GGUFReader field as a plain Python value (string, number or list)."""
+    from gguf import GGUFValueType
+
+    types = reader_field.types
+    if not types:
+        return None
+    if types[0] == GGUFValueType.STRING:
+        return bytes(reader_field.parts[reader_field.data[0]]).decode("utf-8", "replace")
+    if types[0] == GGUFValueType.ARRAY:
+        return None  # no adapter metadata we show is an array
+    value = reader_field.parts[reader_field.data[0]]
+    return value.tolist()[0] if hasattr(value, "tolist") else value
+
+
+def read_base_info(model: Path) -> BaseInfo:
+    """Architecture and tensor shapes of the base GGUF (header only; tensor data stays memory-mapped)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(model))
+    arch_field = reader.fields.get("general.architecture")
+    arch = _field_value(arch_field) if arch_field else ""
+    return BaseInfo(architecture=str(arch), shapes={t.name: tuple(int(n) for n in t.shape) for t in reader.tensors})
+
+
+def read_adapter_meta(file: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """(metadata, tensor shapes) of a GGUF LoRA; 422 when the file is not one."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(file))
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not a GGUF"
+        raise ApiError(422, f"{file} is not a readable GGUF file ({exc}); {EXPORT_HINT}") from None
+    values = {name: _field_value(f) for name, f in reader.fields.items() if not name.startswith("GGUF.")}
+    if values.get("general.type") != "adapter" or values.get("adapter.type") != "lora":
+        raise ApiError(422, f"{file} is a GGUF but not a LoRA adapter (general.type={values.get('general.type')!r}, "
+                            f"adapter.type={values.get('adapter.type')!r}); pass an adapter GGUF, not a model.")
+    meta = {"alpha": values.get("adapter.lora.alpha"), "architecture": values.get("general.architecture")}
+    if FINGERPRINT_KEY in values:
+        meta["base_fingerprint"] = values[FINGERPRINT_KEY]
+    shapes = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
+    return meta, shapes
+
+
+def check_compatible(file: Path, meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], base: BaseInfo) -> None:
+    """422 unless the adapter's architecture and every lora_a/lora_b shape fit the base tensors."""
+    if meta.get("architecture") and base.architecture and meta["architecture"] != base.architecture:
+        raise ApiError(422, f"{file} is a LoRA for architecture {meta['architecture']!r} but the served model is "
+                            f"{base.architecture!r}; train the adapter on this base.")
+    for name, shape in shapes.items():
+        target, _, part = name.rpartition(".lora_")
+        if part not in ("a", "b"):
+            continue
+        if target not in base.shapes:
+            raise ApiError(422, f"{file}: tensor {target} does not exist in the served model; the adapter was "
+                                "trained on a different base.")
+        want_in, want_out = base.shapes[target][0], base.shapes[target][1]
+        got = shape[0] if part == "a" else shape[1]
+        want = want_in if part == "a" else want_out
+        if got != want:
+            raise ApiError(422, f"{file}: {name} has shape {list(shape)} but the served model's {target} is "
+                                f"{list(base.shapes[target])}; the adapter was trained on a different base "
+                                "(dimension mismatch).")
+
+
+def is_allowed(real: Path, roots: list[Path]) -> bool:
+    return any(real == root or real.is_relative_to(root) for root in roots)
+
+
+def resolve_file(path: str, roots: list[Path], convert: Callable[[Path], Path] | None = None) -> Path:
+    """User path -> the real GGUF LoRA file: 404 missing, 403 outside the allowed roots, 422 no GGUF inside."""
+    if not isinstance(path, str) or not path.strip():
+        raise ApiError(400, "adapter path must be a non-empty string")
+    given = Path(path).expanduser()
+    real = Path(os.path.realpath(given))  # symlinks and .. resolved before the allow-list check
+    if not is_allowed(real, roots):
+        raise ApiError(403, f"adapter path {path} lies outside the allowed roots {[str(r) for r in roots]}; "
+                            "put it under WORKSPACE or start the server with --adapter-root DIR.")
+    if not real.exists():
+        raise ApiError(404, f"adapter path {path} does not exist; check the path (adapters live under "
+                            "WORKSPACE/peft/<name>).")
+    if real.is_file():
+        return real
+    candidates = [real / "adapter.gguf"] if (real / "adapter.gguf").is_file() else sorted(real.glob("*.gguf"))
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        raise ApiError(422, f"{path} holds several .gguf files ({[c.name for c in candidates]}); name one file, "
+                            "or keep a single adapter.gguf in the dir.")
+    if (real / "adapter_config.json").is_file():
+        if convert is None:
+            raise ApiError(422, f"{path} is a PEFT adapter dir without a GGUF export; llama.cpp loads only GGUF "
+                                f"LoRAs, so {EXPORT_HINT}")
+        return convert(real)
+    raise ApiError(422, f"{path} holds no adapter.gguf or other .gguf LoRA; {EXPORT_HINT}")
+
+
+def cache_key(file: Path) -> tuple[str, int]:
+    return (str(file), file.stat().st_mtime_ns)
+
+
+def display_name(path: str) -> str:
+    """Dir name for an adapter dir, file stem for a bare .gguf (`adapter.gguf` -> its dir's name)."""
+    p = Path(path.rstrip("/"))
+    if p.suffix == ".gguf":
+        return p.parent.name if p.stem == "adapter" else p.stem
+    return p.name
+
+
+def peft_converter(base_model: str | None, cache_dir: Path) -> Callable[[Path], Path] | None:
+    """On-the-fly PEFT -> GGUF conversion when torch and the base HF dir are at hand; None otherwise."""
+    if not base_model or not (Path(base_model) / "config.json").is_file() or importlib.util.find_spec("torch") is None:
+        return None
+
+    def convert(adapter_dir: Path) -> Path:
+        from strata.llamacpp import convert_lora
+
+        out = cache_dir / f"{abs(hash((str(adapter_dir), adapter_dir.stat().st_mtime_ns)))}.gguf"
+        if not out.is_file():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(".tmp.gguf")
+            try:
+                convert_lora(adapter_dir, Path(base_model), tmp)
+            except Exception as exc:  # noqa: BLE001 - surface the converter's message as a 422
+                raise ApiError(422, f"converting the PEFT dir {adapter_dir} to GGUF failed: {exc}; {EXPORT_HINT}") from None
+            os.replace(tmp, out)
+        return out
+
+    return convert

@@ -1,0 +1,188 @@
+"""The Starlette app: routes as a list, the engine in lifespan-owned app state, JSON errors, auth and metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import anyio
+from sse_starlette.sse import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from strata.serve.config import ServeConfig
+from strata.serve.engine import Engine
+from strata.serve.errors import ApiError
+from strata.serve.metrics import Metrics
+from strata.serve.schemas import CompletionRequest, parse_adapter_body, parse_completion, read_json
+
+log = logging.getLogger("strata.serve")
+Handler = Callable[[Request, "Runtime"], Awaitable[Response]]
+
+
+@dataclass
+class Runtime:
+    """Per-app state: config, metrics and (once loaded) the engine."""
+
+    config: ServeConfig
+    metrics: Metrics
+    engine: Engine | None = None
+    error: str | None = None
+
+    def ready_engine(self) -> Engine:
+        if self.engine is None:
+            raise ApiError(503, self.error or "the model is still loading; retry when GET /health answers 200.")
+        return self.engine
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def endpoint(name: str, handler: Handler, open_access: bool = False) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler with the API key check, JSON errors and per-route metrics."""
+
+    async def wrapped(request: Request) -> Response:
+        runtime: Runtime = request.app.state.runtime
+        started = time.perf_counter()
+        try:
+            key = runtime.config.api_key
+            if key and not open_access:
+                given = request.headers.get("authorization", "")
+                if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
+                    raise ApiError(401, "missing or wrong API key; send `Authorization: Bearer <key>`.")
+            response = await handler(request, runtime)
+        except ApiError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - the server must stay up; report and carry on
+            log.exception("unexpected error on %s", name)
+            response = error_response(ApiError(500, f"internal error: {exc}"))
+        runtime.metrics.requests.labels(name, str(response.status_code)).inc()
+        runtime.metrics.latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    return wrapped
+
+
+async def health(request: Request, runtime: Runtime) -> Response:
+    if runtime.engine is None:
+        status = "error" if runtime.error else "loading"
+        return JSONResponse({"status": status, "message": runtime.error or "loading the model"}, status_code=503)
+    return JSONResponse({"status": "ok", "model": runtime.config.model_name,
+                         "adapters": len(runtime.engine.adapters)})
+
+
+async def models(request: Request, runtime: Runtime) -> Response:
+    engine = runtime.ready_engine()
+    data = [{"id": runtime.config.model_name, "object": "model", "owned_by": "strata", "path": str(engine.config.model)}]
+    data += [{"id": a["name"], "object": "model", "owned_by": "strata", "adapter_id": a["id"], "path": a["path"],
+              "scale": a["scale"]} for a in engine.listing()]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def metrics(request: Request, runtime: Runtime) -> Response:
+    return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def list_adapters(request: Request, runtime: Runtime) -> Response:
+    return JSONResponse(runtime.ready_engine().listing())
+
+
+async def set_adapters(request: Request, runtime: Runtime) -> Response:
+    engine = runtime.ready_engine()
+    refs = parse_adapter_body(await read_json(request, runtime.config.max_body_bytes))
+    return JSONResponse(await engine.set_adapters(refs))
+
+
+def _completion_handler(kind: str) -> Handler:
+    async def handle(request: Request, runtime: Runtime) -> Response:
+        engine = runtime.ready_engine()
+        req = parse_completion(await read_json(request, runtime.config.max_body_bytes), kind)
+        refs = req.lora if req.lora is not None else engine.refs_for_model(req.model)
+        name = req.model or runtime.config.model_name
+        if req.stream:
+            return await _stream(engine, runtime.metrics, kind, req, refs, name)
+        result = await engine.generate(kind, req.params, refs)
+        runtime.metrics.count_usage(result.get("usage"))
+        return JSONResponse({**result, "model": name})
+
+    return handle
+
+
+async def _stream(engine: Engine, metrics: Metrics, kind: str, req: CompletionRequest, refs: Any, name: str) -> Response:
+    """Resolve adapters before answering (so a bad one still gets its status), then stream SSE chunks."""
+    refs = await engine.preload(refs)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        count = 0
+        try:
+            async for chunk in engine.stream(kind, req.params, refs):
+                count += 1
+                yield {"data": json.dumps({**chunk, "model": name})}
+            yield {"data": "[DONE]"}
+        except ApiError as exc:
+            yield {"data": json.dumps(exc.body())}
+        except anyio.get_cancelled_exc_class():
+            metrics.stream_disconnects.inc()
+            raise
+        finally:
+            metrics.tokens.labels("completion").inc(count)
+
+    return EventSourceResponse(events(), ping=15)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "error")
+    if status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}; use POST with a JSON body."
+    response = error_response(ApiError(status, str(detail)))
+    response.headers.update(getattr(exc, "headers", None) or {})
+    return response
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Load the engine in the background (so /health can answer 503 meanwhile); free it on shutdown."""
+    runtime: Runtime = app.state.runtime
+
+    async def load() -> None:
+        try:
+            runtime.engine = await Engine.open(runtime.config, runtime.metrics)
+        except Exception as exc:  # noqa: BLE001 - reported through /health and the log
+            log.exception("loading the model failed")
+            runtime.error = f"loading {runtime.config.model} failed: {exc}"
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(load)
+        try:
+            yield
+        finally:
+            group.cancel_scope.cancel()
+    if runtime.engine is not None:
+        engine, runtime.engine = runtime.engine, None
+        engine.close()
+
+
+def create_app(config: ServeConfig) -> Starlette:
+    """A fresh app for `config`; the engine is created in lifespan and /health answers 503 until it is ready."""
+    routes = [
+        Route("/health", endpoint("health", health, open_access=True), methods=["GET"]),
+        Route("/v1/models", endpoint("models", models), methods=["GET"]),
+        Route("/metrics", endpoint("metrics", metrics), methods=["GET"]),
+        Route("/lora-adapters", endpoint("lora-adapters", list_adapters), methods=["GET"]),
+        Route("/lora-adapters", endpoint("lora-adapters", set_adapters), methods=["POST"]),
+        Route("/v1/completions", endpoint("completions", _completion_handler("text")), methods=["POST"]),
+        Route("/v1/chat/completions", endpoint("chat", _completion_handler("chat")), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.runtime = Runtime(config=config, metrics=Metrics())
+    return app

@@ -1,0 +1,160 @@
+"""ServeConfig and the launch-line parser (llama_cpp.server, llama-server and kebab-case spellings)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from strata.errors import StrataError
+from strata.settings import Settings
+
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB is plenty for chat + adapter bodies
+
+
+@dataclass
+class ServeConfig:
+    """Everything `strata serve` needs; build it with :func:`parse_argv` or directly."""
+
+    model: Path
+    loras: list[tuple[str, float]] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 5000
+    n_ctx: int = 2048
+    n_threads: int = 1
+    chat_format: str | None = None
+    api_key: str | None = None
+    adapter_roots: list[str] = field(default_factory=list)
+    lora_init_without_apply: bool = False
+    logits_all: bool = True
+    workspace: Path | None = None
+    flash_attn: bool = False
+    n_batch: int = 512
+    n_gpu_layers: int = 0
+    seed: int = 4294967295
+    base_model: str | None = None  # HF dir of the base, for on-the-fly PEFT -> GGUF conversion
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    model_alias: str | None = None
+    verbose: bool = False
+
+    @property
+    def model_name(self) -> str:
+        """The name /v1/models reports for the bare base model."""
+        return self.model_alias or Path(self.model).stem
+
+    def check_model(self) -> None:
+        """Fail early, clearly, when the base GGUF is missing."""
+        path = Path(self.model)
+        if not path.is_file():
+            raise StrataError(
+                f"model file {path} not found. Pass --model PATH or set MODEL_PATH; the build stage writes the "
+                "quantized GGUF there with `strata build convert` (or `strata build train_all`)."
+            )
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def _scale(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"LoRA scale must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"LoRA scale must be finite, got {value!r}")
+    return number
+
+
+class _LoraAction(argparse.Action):
+    """`--lora PATH` (scale 1) and `--lora-scaled PATH SCALE`, kept in command-line order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any, option: Any = None) -> None:
+        items = list(getattr(ns, self.dest) or [])
+        if isinstance(values, list) and len(values) == 2:
+            try:
+                items.append((values[0], _scale(values[1])))
+            except argparse.ArgumentTypeError as exc:
+                parser.error(str(exc))
+        else:
+            items.append((values, 1.0))
+        setattr(ns, self.dest, items)
+
+
+def _flags(name: str) -> list[str]:
+    """`--n_ctx` and `--n-ctx` both work (llama_cpp.server uses underscores, llama-server dashes)."""
+    return sorted({f"--{name}", f"--{name.replace('_', '-')}"})
+
+
+def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
+    """The argparse parser behind `strata serve` and `python -m strata.serve`."""
+    p = argparse.ArgumentParser(
+        prog=prog, allow_abbrev=False,
+        description="Serve one base GGUF with llama.cpp, OpenAI-compatible, with LoRA adapters hot-swapped, "
+        "blended and cleared at runtime through /lora-adapters. Flag spellings of `python -m llama_cpp.server` "
+        "(underscores) and llama-server (dashes) both work.",
+    )
+    p.add_argument(*_flags("model"), dest="model", help="base GGUF to serve (env MODEL_PATH, default "
+                   "WORKSPACE/models/strata.Q4_K_M.gguf)")
+    p.add_argument(*_flags("lora"), "--lora_path", dest="loras", action=_LoraAction, metavar="PATH",
+                   help="adapter to load at start, scale 1 (an adapter dir holding adapter.gguf, or a .gguf); repeat")
+    p.add_argument(*_flags("lora_scaled"), dest="loras", action=_LoraAction, nargs=2, metavar=("PATH", "SCALE"),
+                   help="adapter to load at start with this scale (llama-server spelling); repeat")
+    p.add_argument(*_flags("lora_init_without_apply"), type=_bool, nargs="?", const=True, default=False,
+                   help="load the start adapters but apply none (scale 0); apply later via POST /lora-adapters")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument(*_flags("n_ctx"), type=int, default=None, help="context length in tokens (env N_CTX, default 2048)")
+    p.add_argument(*_flags("n_threads"), type=int, default=None, help="CPU threads (env N_THREADS)")
+    p.add_argument(*_flags("n_batch"), type=int, default=512, help="prompt batch size (default 512)")
+    p.add_argument(*_flags("n_gpu_layers"), type=int, default=0, help="layers to offload to a GPU (default 0)")
+    p.add_argument(*_flags("chat_format"), default=None, help="chat template name, e.g. mistral-instruct; default: "
+                   "the GGUF's own tokenizer.chat_template")
+    p.add_argument(*_flags("flash_attn"), type=_bool, nargs="?", const=True, default=False,
+                   help="use flash attention (True/False, default False)")
+    p.add_argument(*_flags("logits_all"), type=_bool, nargs="?", const=True, default=True,
+                   help="keep logits for every token (True/False, default True; needed for echo + logprobs)")
+    p.add_argument(*_flags("seed"), type=int, default=4294967295, help="default sampling seed")
+    p.add_argument(*_flags("api_key"), default=None, help="require `Authorization: Bearer KEY` (env API_KEY); "
+                   "/health stays open")
+    p.add_argument(*_flags("adapter_root"), dest="adapter_roots", action="append", default=[], metavar="DIR",
+                   help="extra folder adapters may be loaded from (repeat); WORKSPACE and the start adapters' "
+                   "folders are always allowed")
+    p.add_argument("--workspace", default=None, help="workspace root (env WORKSPACE, default ./workspace)")
+    p.add_argument(*_flags("base_model"), default=None, help="HF dir of the base model (env BASE_MODEL), used "
+                   "only to convert a PEFT adapter dir without adapter.gguf on the fly (needs torch)")
+    p.add_argument(*_flags("max_body_bytes"), type=int, default=DEFAULT_MAX_BODY, help="largest request body "
+                   "accepted (default 1 MiB); bigger ones get 413")
+    p.add_argument(*_flags("model_alias"), default=None, help="name of the base in /v1/models (default: file stem)")
+    p.add_argument(*_flags("verbose"), type=_bool, nargs="?", const=True, default=False,
+                   help="print llama.cpp's own logs")
+    return p
+
+
+def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str = "strata serve") -> ServeConfig:
+    """Parse a launch line (flags only, no program name) into a ServeConfig; env fills the defaults."""
+    env = dict(os.environ if env is None else env)
+    ns = build_parser(prog).parse_args(list(argv))
+    try:
+        settings = Settings.resolve(workspace=ns.workspace, model_path=ns.model, n_ctx=ns.n_ctx,
+                                    n_threads=ns.n_threads, base_model=ns.base_model, env=env)
+    except ValueError as exc:
+        raise StrataError(f"{exc}; fix the flag or the environment variable.") from None
+    return ServeConfig(
+        model=settings.model_path, loras=list(ns.loras or []), host=ns.host, port=ns.port,
+        n_ctx=settings.n_ctx, n_threads=settings.n_threads, chat_format=ns.chat_format,
+        api_key=ns.api_key or env.get("API_KEY") or None, adapter_roots=list(ns.adapter_roots),
+        lora_init_without_apply=ns.lora_init_without_apply, logits_all=ns.logits_all,
+        workspace=settings.workspace, flash_attn=ns.flash_attn, n_batch=ns.n_batch, n_gpu_layers=ns.n_gpu_layers,
+        seed=ns.seed, base_model=settings.base_model, max_body_bytes=ns.max_body_bytes,
+        model_alias=ns.model_alias, verbose=ns.verbose,
+    )

@@ -1,0 +1,25 @@
+"""ApiError: a failure with an HTTP status, rendered as OpenAI-style JSON {"error": {"message", "type"}}."""
+
+from __future__ import annotations
+
+from strata.errors import StrataError
+
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+         405: "invalid_request_error", 413: "request_too_large", 422: "unprocessable_entity", 500: "server_error",
+         503: "unavailable_error"}
+
+
+class ApiError(StrataError):
+    """A user-facing serving failure carrying its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    @property
+    def kind(self) -> str:
+        return TYPES.get(self.status, "server_error")
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "code": self.status}}
