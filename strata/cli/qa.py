@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from strata.cli.common import workspace_option
+from strata.cli.common import friendly_errors, workspace_option
 from strata.settings import Settings
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command()
+@click.option("--server", metavar="URL", help="A running `strata serve` to drive over HTTP via /lora-adapters.")
+@click.option("--model", type=click.Path(dir_okay=False), help="Base GGUF: start an in-process server on it and stop it "
+              "after (default when no --server: MODEL_PATH).")
+@click.option("--layers", "layers", multiple=True, metavar="DIR",
+              help="Adapter dir (or .gguf) to compare; repeat for each. Default: every dir under WORKSPACE/peft "
+              "holding adapter.gguf, except merged/.")
+@click.option("--blend", "blends", multiple=True, metavar="NAME=a:0.6,b:0.4",
+              help="A blend to compare: layer names or paths with scales; repeat for more blends.")
+@click.option("--prompts", metavar="FILE.yaml", help="Prompt set (path or preset name; default presets/qa/asc.yaml).")
+@click.option("--from-val", type=int, metavar="N", help="Use N held-out items from val.jsonl instead of --prompts "
+              "(prompt = the question/heading, reference = the section text).")
+@click.option("--max-tokens", type=int, default=64, show_default=True, help="Tokens generated per prompt.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (generation is greedy).")
+@click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC[@LAYER]=VALUE",
+              help="Gate for CI: exit 1 unless the best loaded non-base layer's mean METRIC (or LAYER's, with "
+              "@LAYER) is >= VALUE. Metrics: exact_match, f1, rouge_l (0-1), bleu (0-100), tokens_per_s. Repeatable.")
+@click.option("--api-key", envvar="API_KEY", help="Bearer key for the server (env API_KEY).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (layers, blends, prompt count, requests) and send nothing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @workspace_option
-def qa(settings: Settings) -> None:
-    """Compare adapter layers and blends on a prompt set (not built yet)."""
-    raise click.ClickException("strata qa is not built yet")
+@friendly_errors
+def qa(settings: Settings, server: str | None, model: str | None, layers: tuple[str, ...], blends: tuple[str, ...],
+       prompts: str | None, from_val: int | None, max_tokens: int, seed: int, fail_under: tuple[str, ...],
+       api_key: str | None, dry_run: bool, quiet: bool) -> None:
+    """Compare the base model, every adapter layer and each blend on one prompt set: quality (exact match,
+    token F1, ROUGE-L, BLEU, held-out perplexity) and latency (TTFT, tokens/s, total). Writes
+    WORKSPACE/runs/qa-<timestamp>/ with results.json, report.md and report.html (with plots)."""
+    from strata.errors import StrataError
+    from strata.qa.harness import failed_gates, run_qa
+
+    results = run_qa(settings, server=server, model=Path(model) if model else None, layers=list(layers) or None,
+                     blends=blends, prompts=prompts, from_val=from_val, max_tokens=max_tokens, seed=seed,
+                     fail_under=fail_under, api_key=api_key, dry_run=dry_run, progress=not quiet, echo=click.echo)
+    failures = failed_gates(results)
+    if failures:
+        raise StrataError("QA gate failed: " + "; ".join(failures))

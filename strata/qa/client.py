@@ -1,0 +1,146 @@
+"""A small httpx client for a strata (or llama.cpp-compatible) server: adapters, streamed chat, prompt logprobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from strata.errors import StrataError
+
+
+class ServerError(StrataError):
+    """The server answered with an error status; the message carries its JSON error text."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One streamed reply and its timings (seconds); tokens/s is completion tokens over total latency."""
+
+    text: str
+    ttft_s: float | None
+    latency_s: float
+    completion_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.completion_tokens / self.latency_s if self.latency_s > 0 and self.completion_tokens else None
+
+
+class QAClient:
+    """Talks to one server over HTTP; use as a context manager so the connection pool is closed."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 300.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> "QAClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StrataError(f"cannot reach the server at {self.base_url}{path} ({exc}); "
+                              "check that it is running and --server points at it") from None
+        if response.status_code >= 400:
+            raise ServerError(f"{method} {path} -> {response.status_code}: {_error_text(response)}")
+        return response.json()
+
+    def health(self) -> Any:
+        return self._request("GET", "/health")
+
+    def adapters(self) -> list[dict]:
+        """GET /lora-adapters: every loaded adapter with its current scale."""
+        return _adapter_list(self._request("GET", "/lora-adapters"))
+
+    def set_adapters(self, adapters: list[tuple[str, float]]) -> list[dict]:
+        """POST /lora-adapters with exactly this active set ([] clears); returns the server's new active set."""
+        body = {"adapters": [{"path": path, "scale": scale} for path, scale in adapters]}
+        return _adapter_list(self._request("POST", "/lora-adapters", json=body))
+
+    def chat(self, prompt: str, *, max_tokens: int, seed: int) -> Generation:
+        """A greedy (temperature 0, fixed seed) streamed chat reply; TTFT is the first chunk with content."""
+        body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0.0,
+                "seed": seed, "stream": True, "stream_options": {"include_usage": True}}
+        pieces: list[str] = []
+        chunks, usage_tokens, ttft = 0, None, None
+        started = time.perf_counter()
+        try:
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ServerError(f"POST /v1/chat/completions -> {response.status_code}: {_error_text(response)}")
+                for event in _sse_events(response):
+                    if event.get("usage"):
+                        usage_tokens = event["usage"].get("completion_tokens", usage_tokens)
+                    for choice in event.get("choices") or []:
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            ttft = ttft if ttft is not None else time.perf_counter() - started
+                            pieces.append(content)
+                            chunks += 1
+        except httpx.HTTPError as exc:
+            raise StrataError(f"chat request to {self.base_url} failed ({exc}); is the server still up?") from None
+        latency = time.perf_counter() - started
+        return Generation("".join(pieces), ttft, latency, usage_tokens if usage_tokens is not None else chunks)
+
+    def prompt_logprobs(self, text: str) -> list[float | None]:
+        """Log-probabilities of the text's own tokens (echo + logprobs; the first is None)."""
+        body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0.0}
+        reply = self._request("POST", "/v1/completions", json=body)
+        try:
+            logprobs = reply["choices"][0]["logprobs"]
+            values = list(logprobs["token_logprobs"])
+        except (KeyError, IndexError, TypeError):
+            raise ServerError("the server returned no prompt logprobs for /v1/completions with echo; "
+                              "start it with logits_all enabled") from None
+        # With echo, entries past the prompt's text belong to the generated token: keep only the text's own.
+        offsets = logprobs.get("text_offset") or []
+        if len(offsets) == len(values):
+            values = [v for v, offset in zip(values, offsets) if offset < len(text)]
+        return values
+
+
+def _sse_events(response: httpx.Response) -> Any:
+    """The JSON objects of an SSE stream (`data: {...}` lines), stopping at `data: [DONE]`."""
+    for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "error" in event:
+            raise ServerError(f"stream error: {_message(event)}")
+        yield event
+
+
+def _adapter_list(payload: Any) -> list[dict]:
+    if isinstance(payload, dict):
+        payload = payload.get("adapters", payload.get("data", []))
+    return [item for item in payload if isinstance(item, dict)] if isinstance(payload, list) else []
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return _message(response.json())
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+
+
+def _message(payload: Any) -> str:
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("detail") or error)
+    return str(error)
