@@ -1,0 +1,71 @@
+"""The launch line: seed 003's flags, llama-server spellings, env defaults, --help, and the import boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from strata.cli import main
+from strata.errors import StrataError
+from strata.serve.config import parse_argv
+
+SEED_LINE = ("--model M.gguf --lora /workspace/output/peft/ASC_Financial_Accounting --host 0.0.0.0 --port 5000 "
+             "--n_ctx 2048 --n_threads 8 --chat_format mistral-instruct --flash_attn False")
+
+
+def test_seed_launch_line_parses_exactly(workspace):
+    config = parse_argv(SEED_LINE.split())
+    assert config.model == workspace.workspace / "M.gguf"
+    assert config.loras == [("/workspace/output/peft/ASC_Financial_Accounting", 1.0)]
+    assert (config.host, config.port, config.n_ctx, config.n_threads) == ("0.0.0.0", 5000, 2048, 8)
+    assert config.chat_format == "mistral-instruct"
+    assert config.flash_attn is False and config.logits_all is True and config.lora_init_without_apply is False
+
+
+def test_llama_server_spellings_and_repeats(tmp_path):
+    config = parse_argv(["--model", str(tmp_path / "m.gguf"), "--lora", "a", "--lora-scaled", "b", "0.25",
+                         "--lora", "c", "--lora-init-without-apply", "--n-ctx", "512", "--adapter-root", "/x",
+                         "--adapter_root", "/y", "--api-key", "k", "--logits_all", "false", "--flash-attn"])
+    assert config.loras == [("a", 1.0), ("b", 0.25), ("c", 1.0)]
+    assert config.lora_init_without_apply is True and config.flash_attn is True and config.logits_all is False
+    assert (config.n_ctx, config.adapter_roots, config.api_key) == (512, ["/x", "/y"], "k")
+
+
+def test_env_defaults(tmp_path):
+    env = {"WORKSPACE": str(tmp_path), "MODEL_PATH": "models/x.gguf", "N_CTX": "1024", "N_THREADS": "3",
+           "API_KEY": "secret"}
+    config = parse_argv([], env=env)
+    assert config.model == tmp_path / "models" / "x.gguf"
+    assert (config.n_ctx, config.n_threads, config.api_key, config.workspace) == (1024, 3, "secret", tmp_path)
+
+
+@pytest.mark.parametrize("bad", [["--lora-scaled", "a", "nan"], ["--flash_attn", "maybe"], ["--port", "x"]])
+def test_bad_flags_exit_with_usage_error(bad):
+    with pytest.raises(SystemExit) as info:
+        parse_argv(bad)
+    assert info.value.code == 2
+
+
+def test_missing_model_names_model_path_and_build_stage(tmp_path):
+    config = parse_argv(["--model", str(tmp_path / "absent.gguf")])
+    with pytest.raises(StrataError, match="MODEL_PATH.*strata build convert"):
+        config.check_model()
+    result = CliRunner().invoke(main, ["serve", "--model", str(tmp_path / "absent.gguf")])
+    assert result.exit_code == 1
+    assert "MODEL_PATH" in result.output and "strata build convert" in result.output
+
+
+def test_module_help_works():
+    done = subprocess.run([sys.executable, "-m", "strata.serve", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "--lora-scaled" in done.stdout and "--chat-format" in done.stdout and "--api-key" in done.stdout
+
+
+def test_serve_imports_no_training_stack():
+    code = ("import sys, strata.serve.app, strata.serve.server, strata.cli.serve; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'strata.build') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
