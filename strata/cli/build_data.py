@@ -2,6 +2,90 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from strata.cli.common import friendly_errors, workspace_option
+from strata.settings import Settings
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    Console().print(table)
+
+
+@click.command("pdf-pretest")
+@click.option("--preset", default="pretest", show_default=True,
+              help="Thresholds: a name under presets/ or a path to a .yaml file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON instead of a table.")
+@workspace_option
+@friendly_errors
+def pdf_pretest(preset: str, as_json: bool, settings: Settings) -> None:
+    """Score every PDF under data/raw_pdfs/<topic>/ and write data/processed/pdf_pretest.json."""
+    from strata.build.pretest import run_pretest
+
+    report = run_pretest(settings, preset)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    docs = report["documents"]
+    _table("PDF pretest", ["file", "topic", "pages", "score", "verdict", "reason"],
+           [[d["path"], d["topic"], d["pages"], f"{d['score']:.2f}", d["verdict"], "; ".join(d["reasons"]) or "-"]
+            for d in docs])
+    ok = sum(d["recommended"] for d in docs)
+    click.echo(f"{ok} of {len(docs)} PDFs recommended; report: {settings.pretest_json}")
+
+
+@click.command("dataset")
+@click.option("--preset", default="dataset", show_default=True,
+              help="Chunking/split preset: a name under presets/ or a path to a .yaml file.")
+@click.option("--base-model", default=None,
+              help="HF model dir (or hub id) whose tokenizer measures chunks. Default: BASE_MODEL (models/hf_base).")
+@workspace_option
+@friendly_errors
+def dataset(preset: str, base_model: str | None, settings: Settings) -> None:
+    """Chunk the pretest's recommended PDFs into data/processed/train.jsonl and val.jsonl."""
+    from strata.build.dataset import build_dataset
+
+    if base_model is not None:
+        if Path(base_model).exists():  # a path given on the command line is relative to the current directory
+            base_model = str(Path(base_model).resolve())
+        settings = Settings.resolve(workspace=settings.workspace, base_model=base_model)
+    summary = build_dataset(settings, preset)
+    rows = [[topic, n["train"], n["val"], summary["tokens"][topic]["train"], summary["tokens"][topic]["val"]]
+            for topic, n in summary["counts"].items()]
+    _table("dataset", ["topic", "train chunks", "val chunks", "train tokens", "val tokens"], rows)
+    dropped = summary["dropped_duplicates"]
+    click.echo(f"dropped {dropped['exact']} exact and {dropped['near']} near-duplicate chunks; "
+               f"wrote {settings.train_jsonl} and {settings.val_jsonl}")
+
+
+@click.command("archive")
+@click.option("--json", "as_json", is_flag=True, help="Print the archive record as JSON instead of a table.")
+@workspace_option
+@friendly_errors
+def archive(as_json: bool, settings: Settings) -> None:
+    """Move the PDFs the last dataset build used to PDF_ARCHIVE_PATH (copy, fsync, verify, then remove)."""
+    from strata.build.archive import archive_pdfs
+
+    record = archive_pdfs(settings)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    rows = [[m["path"], m["status"], m["dest"]] for m in record["moved"]]
+    rows += [[s["path"], s["reason"], s.get("dest") or "-"] for s in record["skipped"]]
+    _table("archive", ["file", "outcome", "archived as"], rows)
+    click.echo(f"moved {len(record['moved'])} PDFs to {record['archive']}; record: {record['record']}")
+
+
+COMMANDS: list[click.Command] = [pdf_pretest, dataset, archive]
