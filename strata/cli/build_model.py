@@ -50,3 +50,73 @@ def train(settings: Settings, level: int, per_topic: bool, topics: str | None, p
 
 
 COMMANDS.append(train)
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    """`1,2,3` -> [1, 2, 3]; a clear usage error otherwise."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected level numbers like 1,2,3, got {text!r}") from None
+
+
+@click.command("merge")
+@click.option("--levels", default=None, help="Comma-separated levels to merge in order, e.g. 1,2,3 (default: every trained level).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output dir (default: peft/merged).")
+@workspace_option
+@friendly_errors
+def merge(settings: Settings, levels: str | None, out: str | None) -> None:
+    """Merge trained levels into a fresh 16/32-bit base and write peft/merged/ (weights, tokenizer, chat template)."""
+    from pathlib import Path
+
+    from strata.build.merge import merge_levels
+
+    merge_levels(settings, _int_list(levels), Path(out) if out else None, echo=click.echo)
+
+
+@click.command("convert")
+@click.option("--hf", "hf_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="HF model dir to convert (default: peft/merged).")
+@click.option("--quant", default="Q4_K_M", show_default=True,
+              help="Any llama.cpp type: Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16, ...")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Quantized GGUF path (default: MODEL_PATH).")
+@click.option("--preset", default="convert", show_default=True, help="Fidelity thresholds: preset name or .yaml path.")
+@workspace_option
+@friendly_errors
+def convert(settings: Settings, hf_dir: str | None, quant: str, out: str | None, preset: str) -> None:
+    """HF dir -> F16 GGUF -> quantized GGUF at MODEL_PATH, promoted only if the fidelity checks pass."""
+    from pathlib import Path
+
+    from strata.build.convert import convert_model
+
+    convert_model(settings, Path(hf_dir) if hf_dir else None, quant, Path(out) if out else None, preset=preset,
+                  echo=click.echo)
+
+
+@click.command("all")
+@click.option("--per-topic/--no-per-topic", default=True, show_default=True,
+              help="Also train one layer per topic on top of the highest level.")
+@click.option("--levels", default="1,2,3", show_default=True, help="Comma-separated levels to train and merge.")
+@click.option("--quant", default="Q4_K_M", show_default=True, help="Quantization type for MODEL_PATH.")
+@click.option("--force", is_flag=True, help="Run every stage even when its inputs are unchanged.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Cap optimiser steps per adapter (quick runs).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Override every level's epochs.")
+@click.option("--max-train-samples", type=click.IntRange(1), default=None, help="Use at most this many training records.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@workspace_option
+@friendly_errors
+def all_stages(settings: Settings, per_topic: bool, levels: str, quant: str, force: bool, max_steps: int | None,
+               epochs: float | None, max_train_samples: int | None, no_progress: bool) -> None:
+    """pretest -> dataset -> levels -> merge -> convert -> archive, skipping unchanged stages; writes runs/<id>/manifest.json."""
+    from strata.build.pipeline import run_all
+
+    record = run_all(settings, per_topic=per_topic, levels=_int_list(levels) or [], quant=quant, force=force,
+                     train_overrides={"max_steps": max_steps, "epochs": epochs, "max_train_samples": max_train_samples},
+                     progress=not no_progress, echo=click.echo)
+    click.echo(f"run {record['run_id']}: " + ", ".join(f"{s['name']} {s['status']}" for s in record["stages"]))
+    click.echo(f"manifest: {record['manifest']}")
+
+
+COMMANDS.extend([merge, convert, all_stages])
