@@ -1,0 +1,162 @@
+"""Measurements against a running server (streamed decode, adapter switches, concurrency) and memory bandwidth."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+# A prompt the greedy random-weight model does not end early on; a per-request prefix defeats prefix caches.
+PROMPT = ("The lessee shall recognize a right-of-use asset and a lease liability at the commencement date. "
+          "The lease liability is measured at the present value of the lease payments not yet paid, "
+          "discounted using the rate implicit in the lease. Explain the measurement in detail:")
+
+
+def prompt_for(tag: str) -> str:
+    return f"[{tag}] {PROMPT}"
+
+
+@dataclass
+class Sample:
+    """One streamed completion."""
+
+    ttft_s: float  # request sent -> first token event
+    decode_tps: float  # (tokens - 1) / (last event - first token event)
+    tokens: int
+    total_s: float
+    finish: str | None
+
+
+def stream_completion(client: httpx.Client, base: str, prompt: str, max_tokens: int, extra: dict) -> Sample:
+    """POST /v1/completions with stream=true, greedy; time the SSE events as they arrive."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True, **extra}
+    sent = time.perf_counter()
+    first = last = None
+    events, finish = 0, None
+    with client.stream("POST", base + "/v1/completions", json=body) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            raise RuntimeError(f"{base}/v1/completions answered {resp.status_code}: {resp.text[:300]}")
+        for line in resp.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            choices = json.loads(data).get("choices") or []
+            if not choices:
+                continue
+            now = time.perf_counter()
+            choice = choices[0]
+            if choice.get("text") or choice.get("finish_reason") is None:
+                events += 1
+                first = first if first is not None else now
+            last = now
+            finish = choice.get("finish_reason") or finish
+    done = time.perf_counter()
+    tokens = max_tokens if finish == "length" else events  # "length" means exactly max_tokens were generated
+    if first is None or last is None:
+        raise RuntimeError(f"{base} streamed no tokens")
+    span = last - first
+    return Sample(ttft_s=first - sent, decode_tps=(tokens - 1) / span if span > 0 and tokens > 1 else 0.0,
+                  tokens=tokens, total_s=done - sent, finish=finish)
+
+
+def single_stream(base: str, tags: list[str], max_tokens: int, extra: dict) -> list[Sample]:
+    with httpx.Client(timeout=600.0) as client:
+        return [stream_completion(client, base, prompt_for(tag), max_tokens, extra) for tag in tags]
+
+
+def concurrent_streams(base: str, tags: list[str], max_tokens: int, extra: dict) -> dict:
+    """len(tags) streams at once; aggregate tokens/s = all tokens / wall time from first send to last finish."""
+    barrier = threading.Barrier(len(tags))
+
+    def one(tag: str) -> Sample:
+        with httpx.Client(timeout=900.0) as client:
+            barrier.wait()
+            return stream_completion(client, base, prompt_for(tag), max_tokens, extra)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(tags)) as pool:
+        samples = list(pool.map(one, tags))
+    wall = time.perf_counter() - started
+    tokens = sum(s.tokens for s in samples)
+    return {"aggregate_tps": tokens / wall, "wall_s": wall, "tokens": tokens,
+            "ttft_s": [s.ttft_s for s in samples], "streams": [asdict(s) for s in samples]}
+
+
+def _post_adapters(client: httpx.Client, base: str, body) -> float:
+    started = time.perf_counter()
+    resp = client.post(base + "/lora-adapters", json=body)
+    elapsed = time.perf_counter() - started
+    if resp.status_code != 200:
+        raise RuntimeError(f"{base}/lora-adapters answered {resp.status_code}: {resp.text[:300]}")
+    return elapsed
+
+
+def switch_latencies(base: str, count: int, form: str, paths: tuple[Path, Path] | None = None) -> list[float]:
+    """POST /lora-adapters `count` times, alternating between two loaded adapters; seconds per round trip.
+
+    form "id": llama-server's [{"id": 0, "scale": 1}, {"id": 1, "scale": 0}]; form "path": strata's
+    {"adapters": [{"path": P, "scale": 1}]} naming an already-loaded file.
+    """
+    out = []
+    with httpx.Client(timeout=60.0) as client:
+        for i in range(count):
+            on, off = (0, 1) if i % 2 == 0 else (1, 0)
+            if form == "id":
+                body = [{"id": on, "scale": 1.0}, {"id": off, "scale": 0.0}]
+            else:
+                body = {"adapters": [{"path": str(paths[on]), "scale": 1.0}]}
+            out.append(_post_adapters(client, base, body))
+        _post_adapters(client, base, [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}])  # back to the bare model
+    return out
+
+
+def first_load(base: str, path: Path) -> float:
+    """Seconds for strata to load a never-seen adapter file by path and make it active."""
+    with httpx.Client(timeout=120.0) as client:
+        return _post_adapters(client, base, {"adapters": [{"path": str(path), "scale": 1.0}]})
+
+
+def memory_bandwidth(megabytes: int = 512, repeats: int = 5, threads: int = 2) -> dict:
+    """Read bandwidth (numpy sum over a large array, split across threads; numpy releases the GIL) and copy
+    bandwidth (np.copyto, counted as read + write). Best of `repeats`, in GB/s (1e9 bytes)."""
+    import numpy as np
+
+    src = np.ones(megabytes * (1 << 20) // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+    parts = np.array_split(src, threads)
+    out_parts = np.array_split(dst, threads)
+
+    def timed(fn) -> float:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fn, range(threads)))
+        return time.perf_counter() - started
+
+    read = min(timed(lambda i: float(parts[i].sum())) for _ in range(repeats))
+    copy = min(timed(lambda i: np.copyto(out_parts[i], parts[i])) for _ in range(repeats))
+    return {"read_gbs": src.nbytes / read / 1e9, "copy_gbs": 2 * src.nbytes / copy / 1e9,
+            "array_mb": megabytes, "threads": threads}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None

@@ -1,0 +1,136 @@
+"""The bench model (random-weight Llama from the kit, Q4_K_M GGUF) and its GGUF LoRAs, cached by their spec."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from llama_server import cache_root
+
+LORA_NAMES = ("alpha", "beta", "gamma")  # alpha and beta are loaded at start; gamma is the "new" adapter
+
+
+@dataclass(frozen=True)
+class BenchModelSpec:
+    """Shape of the bench model: big enough (>= 200 MB at Q4_K_M) that decode reads a lot of memory per token."""
+
+    hidden: int = 2048
+    intermediate: int = 5632
+    layers: int = 10
+    heads: int = 16
+    kv_heads: int = 4
+    vocab: int = 2048
+    context: int = 2048
+    lora_rank: int = 16
+    quant: str = "Q4_K_M"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    gguf: Path
+    loras: dict[str, Path]
+    meta: dict
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.meta["eos_id"])
+
+
+def model_dir(spec: BenchModelSpec) -> Path:
+    key = json.dumps({**asdict(spec), "llama_cpp_python": metadata.version("llama-cpp-python")}, sort_keys=True)
+    return cache_root() / "bench" / hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def ensure_bench_model(spec: BenchModelSpec = BenchModelSpec(), log=print) -> BenchModel:
+    """Return the cached bench model, building it once (HF random init -> F16 GGUF -> quantized; PEFT LoRAs)."""
+    root = model_dir(spec)
+    meta_file = root / "meta.json"
+    if not meta_file.is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=root.parent, prefix=".build-"))
+        try:
+            start = time.perf_counter()
+            log(f"making the bench model once ({spec.layers} layers, hidden {spec.hidden}, {spec.quant}) in {root}")
+            meta = _build(spec, work, log)
+            meta["built_s"] = round(time.perf_counter() - start, 1)
+            (work / "meta.json").write_text(json.dumps(meta, indent=2))
+            shutil.rmtree(root, ignore_errors=True)
+            work.rename(root)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    meta = json.loads(meta_file.read_text())
+    return BenchModel(gguf=root / "model.gguf", loras={n: root / f"lora-{n}.gguf" for n in LORA_NAMES}, meta=meta)
+
+
+def _build(spec: BenchModelSpec, work: Path, log) -> dict:
+    from strata.kit.texts import corpus_texts
+    from strata.kit.tiny_base import TinySpec, make_tiny_base
+    from strata.llamacpp import convert_hf, convert_lora
+
+    hf = work / "hf"
+    tiny = TinySpec(hidden=spec.hidden, intermediate=spec.intermediate, layers=spec.layers, heads=spec.heads,
+                    kv_heads=spec.kv_heads, vocab=spec.vocab, context=spec.context)
+    make_tiny_base(hf, corpus_texts(), tiny, pretrain_steps=0, seed=spec.seed)
+    log("  HF model written; making LoRAs")
+    for index, name in enumerate(LORA_NAMES):
+        adapter = _make_lora(hf, work / f"peft-{name}", spec.lora_rank, spec.seed + 1 + index)
+        convert_lora(adapter, hf, work / f"lora-{name}.gguf", outtype="f16")
+        shutil.rmtree(adapter)
+    log("  converting to F16 GGUF")
+    f16 = convert_hf(hf, work / "model-f16.gguf", outtype="f16")
+    log(f"  quantizing to {spec.quant}")
+    _quantize(f16, work / "model.gguf", spec.quant)
+    config = json.loads((hf / "config.json").read_text())
+    f16.unlink()
+    shutil.rmtree(hf)
+    return {"spec": asdict(spec), "eos_id": config["eos_token_id"], "bos_id": config["bos_token_id"],
+            "vocab": config["vocab_size"], "gguf_bytes": (work / "model.gguf").stat().st_size,
+            "weight_bytes_per_token": _weight_bytes_per_token(work / "model.gguf")}
+
+
+def _make_lora(hf: Path, out: Path, rank: int, seed: int) -> Path:
+    """A PEFT LoRA on every linear layer with random (non-zero) A and B, saved untrained: speed needs no training."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.bfloat16)
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, task_type="CAUSAL_LM",
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():  # keep the adapter's effect modest so greedy text stays text-like, not NaN
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(0.01)
+    peft_model.save_pretrained(out)
+    del peft_model, model
+    return out
+
+
+def _quantize(src: Path, dest: Path, quant: str) -> None:
+    import llama_cpp
+
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = 2
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), ctypes.byref(params))
+    if rc != 0 or not dest.is_file():
+        raise RuntimeError(f"llama_model_quantize({src} -> {quant}) failed with {rc}")
+
+
+def _weight_bytes_per_token(gguf_path: Path) -> int:
+    """Bytes of weights one decode step reads: every tensor except the token-embedding table (one row is read)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(gguf_path)
+    return int(sum(t.n_bytes for t in reader.tensors if t.name != "token_embd.weight"))
