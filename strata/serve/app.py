@@ -43,8 +43,26 @@ class Runtime:
         return self.engine
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (llama-cpp-python's logprobs) as plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(content: Any) -> str:
+    return json.dumps(content, default=_plain, ensure_ascii=False, allow_nan=False)
+
+
+class Json(JSONResponse):
+    """JSONResponse that also renders numpy values."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("utf-8")
+
+
 def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return Json(exc.body(), status_code=exc.status)
 
 
 def endpoint(name: str, handler: Handler, open_access: bool = False) -> Callable[[Request], Awaitable[Response]]:
@@ -112,7 +130,7 @@ def _completion_handler(kind: str) -> Handler:
             return await _stream(engine, runtime.metrics, kind, req, refs, name)
         result = await engine.generate(kind, req.params, refs)
         runtime.metrics.count_usage(result.get("usage"))
-        return JSONResponse({**result, "model": name})
+        return Json({**result, "model": name})
 
     return handle
 
@@ -126,10 +144,10 @@ async def _stream(engine: Engine, metrics: Metrics, kind: str, req: CompletionRe
         try:
             async for chunk in engine.stream(kind, req.params, refs):
                 count += 1
-                yield {"data": json.dumps({**chunk, "model": name})}
+                yield {"data": dumps({**chunk, "model": name})}
             yield {"data": "[DONE]"}
         except ApiError as exc:
-            yield {"data": json.dumps(exc.body())}
+            yield {"data": dumps(exc.body())}
         except anyio.get_cancelled_exc_class():
             metrics.stream_disconnects.inc()
             raise

@@ -52,7 +52,7 @@ class Engine:
         self._tmp = Path(tempfile.mkdtemp(prefix="strata-serve-"))
         self._convert = ad.peft_converter(config.base_model, self._tmp / "converted")
         self.roots = self._allowed_roots()
-        start = self._resolve([Ref(scale=s, path=p) for p, s in config.loras])[0]
+        start = self._resolve([Ref(scale=s, path=p) for p, s in config.loras])
         scale = 0.0 if config.lora_init_without_apply else None
         self.active = {a.id: (s if scale is None else scale) for a, s in start}
         self._apply(self._wanted(None))

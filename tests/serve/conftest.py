@@ -47,12 +47,18 @@ def api(server: str) -> Iterator[httpx.Client]:
         client.post("/lora-adapters", json={"adapters": []})
 
 
-def complete(client: httpx.Client, prompt: str = PROMPT, max_tokens: int = 12, **extra) -> str:
+def _complete(client: httpx.Client, prompt: str = PROMPT, max_tokens: int = 12, **extra) -> str:
     """Greedy text completion; fails loudly on a non-200 answer."""
     reply = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
                                                   **extra})
     assert reply.status_code == 200, reply.text
     return reply.json()["choices"][0]["text"]
+
+
+@pytest.fixture(scope="session")
+def complete() -> Callable[..., str]:
+    """complete(client, prompt=PROMPT, max_tokens=12, **extra) -> greedy completion text."""
+    return _complete
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +69,7 @@ def fresh_reply(config_for: Callable[..., ServeConfig]) -> Callable[[tuple[tuple
     def reply(loras: tuple[tuple[str, float], ...]) -> str:
         if loras not in cache:
             with serve_in_thread(config_for(loras=list(loras))) as url, httpx.Client(base_url=url, timeout=120) as c:
-                cache[loras] = complete(c)
+                cache[loras] = _complete(c)
         return cache[loras]
 
     return reply

@@ -1,0 +1,115 @@
+"""Every error answer (400/401/403/404/405/413/422) on the real engine, with the adapter state intact after."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def write_fake_lora(path: Path, arch: str, rows: int) -> Path:
+    """A genuine GGUF LoRA file whose architecture or dimensions do not fit the tiny base."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 8.0)
+    writer.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, rows), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((rows, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(lora_root: Path, lora_dirs, base_gguf) -> dict[str, str]:
+    """Bad adapters placed under the allowed root (so the check reached is the one under test)."""
+    bad = lora_root / "_bad"
+    bad.mkdir(exist_ok=True)
+    peft_only = bad / "peft_only"
+    if not peft_only.exists():
+        shutil.copytree(lora_dirs["alpha"], peft_only, ignore=shutil.ignore_patterns("*.gguf"))
+    model_copy = bad / "not_lora.gguf"
+    shutil.copy(base_gguf, model_copy)
+    (bad / "junk.gguf").write_bytes(b"not a gguf at all")
+    (bad / "empty").mkdir(exist_ok=True)
+    return {"peft_only": str(peft_only), "model": str(model_copy), "junk": str(bad / "junk.gguf"),
+            "empty": str(bad / "empty"), "missing": str(bad / "nope"),
+            "wrong_arch": str(write_fake_lora(bad / "arch.gguf", "gpt2", 256)),
+            "wrong_dim": str(write_fake_lora(bad / "dim.gguf", "llama", 512))}
+
+
+def test_errors_leave_state_intact(api, lora_dirs, bad_inputs, tmp_path, complete):
+    alpha = str(lora_dirs["alpha"])
+    api.post("/lora-adapters", json={"adapters": [{"path": alpha, "scale": 0.7}]})
+    before, out_before = api.get("/lora-adapters").json(), complete(api)
+    outside = tmp_path / "outside"
+    shutil.copytree(lora_dirs["beta"], outside)
+    sneaky = Path(bad_inputs["empty"]).parent / "link_out"
+    if not sneaky.exists():
+        sneaky.symlink_to(outside)
+    cases = [
+        (400, b'{"adapters": [{"path": "x", "scale": NaN}]}'),
+        (400, b'{"adapters": [{"path": "x", "scale": -Infinity}]}'),
+        (400, b'{"adapters": [{"path": "x"'),
+        (400, b'{"adapters": [{"path": 5}]}'),
+        (400, b'{"adapters": [{"id": "zero"}]}'),
+        (400, b'{"adapters": {"path": "x"}}'),
+        (400, b'{"adapters": [{"path": "%s", "scale": "high"}]}' % alpha.encode()),
+        (400, b'{"adapters": [{"path": "%s"}, {"path": "%s"}]}' % (alpha.encode(), alpha.encode())),
+        (404, b'[{"id": 99, "scale": 1}]'),
+        (404, b'{"adapters": [{"path": "%s"}]}' % bad_inputs["missing"].encode()),
+        (403, b'{"adapters": [{"path": "%s"}]}' % str(outside).encode()),
+        (403, b'{"adapters": [{"path": "%s"}]}' % str(sneaky).encode()),
+        (403, b'{"adapters": [{"path": "%s/../../../etc"}]}' % alpha.encode()),
+    ] + [(422, b'{"adapters": [{"path": "%s"}]}' % bad_inputs[k].encode())
+         for k in ("peft_only", "model", "junk", "empty", "wrong_arch", "wrong_dim")]
+    # a good new path next to a bad one: nothing from the request may stick
+    cases.append((404, b'{"adapters": [{"path": "%s"}, {"path": "%s"}]}' % (
+        str(lora_dirs["beta"]).encode(), bad_inputs["missing"].encode())))
+    for status, body in cases:
+        reply = api.post("/lora-adapters", content=body, headers={"content-type": "application/json"})
+        assert reply.status_code == status, (body, reply.text)
+        error = reply.json()["error"]
+        assert error["message"] and error["type"]
+        assert api.get("/lora-adapters").json() == before, body
+    assert "convert_lora_to_gguf" in api.post("/lora-adapters", json={"adapters": [{"path": bad_inputs["peft_only"]}]}
+                                              ).json()["error"]["message"]
+    assert "dimension mismatch" in api.post("/lora-adapters", json={"adapters": [{"path": bad_inputs["wrong_dim"]}]}
+                                            ).json()["error"]["message"]
+    bad_requests = [{"prompt": "x", "max_tokens": "ten"}, {"prompt": "x", "lora": [{"id": 42}]},
+                    {"prompt": "x", "temperature": None}, {"prompt": 3}, {"prompt": "x", "stream": "yes"}]
+    for body in bad_requests:
+        reply = api.post("/v1/completions", json=body)
+        assert reply.status_code in (400, 404) and "error" in reply.json(), body
+    assert api.post("/v1/chat/completions", json={"messages": "hi"}).status_code == 400
+    assert api.get("/lora-adapters").json() == before and complete(api) == out_before
+
+
+def test_body_limit_and_method_errors(api):
+    big = api.post("/v1/completions", content=b'{"prompt": "' + b"a" * (2 << 20) + b'"}',
+                   headers={"content-type": "application/json"})
+    assert big.status_code == 413 and big.json()["error"]["type"] == "request_too_large"
+    for method in ("HEAD", "GET"):
+        assert api.request(method, "/v1/chat/completions").status_code == 405
+    assert api.get("/nowhere").status_code == 404
+    assert api.get("/health").json()["status"] == "ok"
+
+
+def test_api_key(config_for):
+    from strata.serve.server import serve_in_thread
+
+    with serve_in_thread(config_for(api_key="s3cret")) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/lora-adapters").status_code == 401
+        assert client.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        body = {"prompt": "Leases", "max_tokens": 2}
+        assert client.post("/v1/completions", json=body).json()["error"]["type"] == "authentication_error"
+        ok = client.post("/v1/completions", json=body, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["choices"][0]["text"] is not None
