@@ -1,0 +1,148 @@
+"""Dataset records -> packed training blocks: `text` as EOS-joined token streams, `chat` via the chat template."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from strata.errors import StrataError
+
+IGNORE = -100  # label value the loss skips
+
+
+@dataclass(frozen=True)
+class Block:
+    """One packed training sequence: token ids and labels of the same length (IGNORE where no loss)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def load_records(path: Path, topics: list[str] | None = None, max_samples: int | None = None,
+                 what: str = "training data") -> list[dict[str, Any]]:
+    """Read a dataset JSONL, keep `topics` (None: all), cap at `max_samples`; name the missing step if absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise StrataError(f"{what} {path} does not exist; run `strata build dataset` first "
+                          "(it writes data/processed/train.jsonl and val.jsonl).")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise StrataError(f"{path}:{number} is not valid JSON ({exc.msg}); rebuild it with `strata build dataset`.") from None
+        if not isinstance(record, dict):
+            raise StrataError(f"{path}:{number} must be a JSON object; rebuild it with `strata build dataset`.")
+        records.append(record)
+    if topics is not None:
+        wanted = set(topics)
+        records = [r for r in records if r.get("topic") in wanted]
+        if not records:
+            raise StrataError(f"{path} has no records for topics {sorted(wanted)}; check --topics / the preset's "
+                              f"topics against the dataset's topics.")
+    if not records:
+        raise StrataError(f"{path} holds no records; rebuild the dataset with `strata build dataset`.")
+    return records[:max_samples] if max_samples else records
+
+
+def topics_of(records: list[dict[str, Any]]) -> list[str]:
+    """Distinct topics in first-seen order (records without one count as `general`)."""
+    return list(dict.fromkeys(r.get("topic") or "general" for r in records))
+
+
+def build_blocks(records: list[dict[str, Any]], tokenizer: Any, fmt: str, max_seq_len: int) -> list[Block]:
+    """Tokenize and pack `records` into blocks of at most `max_seq_len` tokens."""
+    if fmt == "text":
+        return _pack_text(records, tokenizer, max_seq_len)
+    if fmt == "chat":
+        return _pack_chat(records, tokenizer, max_seq_len)
+    raise StrataError(f"unknown data format {fmt!r}; use `text` or `chat` in the preset")
+
+
+def _pack_text(records: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> list[Block]:
+    """Concatenate every text (BOS ... EOS) into one stream and cut it into full blocks; the tail becomes a short block."""
+    stream: list[int] = []
+    for record in records:
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise StrataError(f"record {record.get('id', '?')} has no `text`; rebuild with `strata build dataset`.")
+        stream += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    blocks = [stream[i:i + max_seq_len] for i in range(0, len(stream), max_seq_len)]
+    return [Block(ids, list(ids)) for ids in blocks if len(ids) > 1]
+
+
+def chat_example(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: int) -> Block:
+    """Render a conversation with the tokenizer's chat template; loss only on the final assistant turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise StrataError("the base model's tokenizer has no chat template; use `format: text` or a base with one.")
+    if not messages or messages[-1].get("role") != "assistant":
+        raise StrataError("a chat record's `messages` must end with an assistant turn; rebuild the dataset.")
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    if not full.startswith(prompt):  # templates that rewrite earlier turns: fall back to the answer text
+        prompt = full[: len(full) - len(messages[-1]["content"]) - len(tokenizer.eos_token or "")]
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    ids = (prompt_ids + answer_ids)[:max_seq_len]
+    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_seq_len]
+    return Block(ids, labels)
+
+
+def _pack_chat(records: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> list[Block]:
+    """Greedily pack whole examples into blocks; an example never straddles two blocks, so its masks stay intact."""
+    blocks: list[Block] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    for record in records:
+        if not isinstance(record.get("messages"), list):
+            raise StrataError(f"record {record.get('id', '?')} has no `messages`; use `format: text` or rebuild the dataset.")
+        example = chat_example(record["messages"], tokenizer, max_seq_len)
+        if ids and len(ids) + len(example.input_ids) > max_seq_len:
+            blocks.append(Block(ids, labels))
+            ids, labels = [], []
+        ids, labels = ids + example.input_ids, labels + example.labels
+    if ids:
+        blocks.append(Block(ids, labels))
+    return [b for b in blocks if any(label != IGNORE for label in b.labels[1:])]
+
+
+def collate(blocks: list[Block], pad_id: int) -> dict[str, Any]:
+    """Right-pad a micro-batch into tensors: input_ids, attention_mask, labels (IGNORE on padding)."""
+    import torch
+
+    width = max(len(b.input_ids) for b in blocks)
+    ids = torch.full((len(blocks), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(blocks), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(blocks), width), dtype=torch.long)
+    for row, block in enumerate(blocks):
+        n = len(block.input_ids)
+        ids[row, :n] = torch.tensor(block.input_ids)
+        labels[row, :n] = torch.tensor(block.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def step_plan(n_blocks: int, batch_size: int, grad_accum: int, epochs: float, seed: int,
+              max_steps: int | None = None) -> list[list[list[int]]]:
+    """The whole run as data: steps -> micro-batches -> block indices. `max_steps` (if set) replaces `epochs`.
+    A fixed seed gives the same plan, so a resumed run replays exactly the steps it had left."""
+    if n_blocks < 1:
+        raise StrataError("no training blocks: the selected records produced no tokens; check the dataset and topics")
+    per_step = batch_size * grad_accum
+    wanted = max_steps * per_step if max_steps else max(1, round(epochs * n_blocks))
+    order: list[int] = []
+    epoch = 0
+    while len(order) < wanted:  # with max_steps, as many epochs as the steps need
+        perm = list(range(n_blocks))
+        random.Random(seed + epoch).shuffle(perm)
+        order += perm
+        epoch += 1
+    order = order[:wanted]
+    micro = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    steps = [micro[i:i + grad_accum] for i in range(0, len(micro), grad_accum)]
+    return steps[:max_steps] if max_steps else steps
