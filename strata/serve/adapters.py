@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -153,7 +154,8 @@ def peft_converter(base_model: str | None, cache_dir: Path) -> Callable[[Path], 
     def convert(adapter_dir: Path) -> Path:
         from strata.llamacpp import convert_lora
 
-        out = cache_dir / f"{abs(hash((str(adapter_dir), adapter_dir.stat().st_mtime_ns)))}.gguf"
+        stamp = f"{adapter_dir}:{max(f.stat().st_mtime_ns for f in adapter_dir.iterdir() if f.is_file())}"
+        out = cache_dir / f"{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.gguf"
         if not out.is_file():
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(".tmp.gguf")

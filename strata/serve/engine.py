@@ -65,9 +65,8 @@ class Engine:
     def _allowed_roots(self) -> list[Path]:
         roots = [self.config.workspace] if self.config.workspace else []
         roots += [Path(r) for r in self.config.adapter_roots]
-        for path, _ in self.config.loras:
-            real = Path(path).expanduser().resolve()
-            roots.append(real.parent if real.is_file() else real)
+        # the folder holding each start adapter, so siblings (other topics, other levels) can be swapped in
+        roots += [Path(path).expanduser().resolve().parent for path, _ in self.config.loras]
         return [Path(r).expanduser().resolve() for r in roots]
 
     def _load(self, file: Path, given: str) -> ad.Adapter:

@@ -77,7 +77,7 @@ def test_per_request_lora_and_model_name_leave_global_set(api, lora_dirs, comple
     assert {"alpha", "beta", "base-f16"} <= models
 
 
-def test_lora_init_without_apply(config_for, lora_dirs, complete, fresh_reply):
+def test_lora_init_without_apply(config_for, lora_dirs, complete, fresh_reply, tmp_path):
     from strata.serve.server import serve_in_thread
 
     config = config_for(loras=[(str(lora_dirs["alpha"]), 1.0)], lora_init_without_apply=True, adapter_roots=[])
@@ -86,9 +86,11 @@ def test_lora_init_without_apply(config_for, lora_dirs, complete, fresh_reply):
         assert complete(client) == fresh_reply(())
         assert client.post("/lora-adapters", json=[{"id": 0, "scale": 1.0}]).status_code == 200
         assert complete(client) == fresh_reply(((str(lora_dirs["alpha"]), 1.0),))
-        # the start adapter's own dir is an allowed root, the sibling dir is not
-        outside = client.post("/lora-adapters", json={"adapters": [{"path": str(lora_dirs["beta"])}]})
-        assert outside.status_code == 403
+        # the folder holding a start adapter is an allowed root (siblings swap in), anything else is not
+        sibling = client.post("/lora-adapters", json={"adapters": [{"path": str(lora_dirs["beta"])}]})
+        assert sibling.status_code == 200 and names(sibling.json()) == {"beta": 1.0}
+        outside = client.post("/lora-adapters", json={"adapters": [{"path": str(tmp_path)}]})
+        assert outside.status_code == 403 and names(client.get("/lora-adapters").json()) == {"alpha": 0.0, "beta": 1.0}
 
 
 def test_echo_logprobs_shape_for_perplexity(api):
@@ -101,6 +103,22 @@ def test_echo_logprobs_shape_for_perplexity(api):
     n = reply["usage"]["prompt_tokens"]  # includes BOS, which is not listed
     assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]) == n - 1 + 1
     assert lp["token_logprobs"][0] is None
-    assert all(isinstance(x, float) and x <= 0 for x in lp["token_logprobs"][1:])
+    assert all(isinstance(x, float) and x < 1e-3 for x in lp["token_logprobs"][1:]), lp["token_logprobs"]
     assert "".join(lp["tokens"][: n - 1]).strip() == text
     assert all(off < len(text) for off in lp["text_offset"][: n - 1]) and lp["text_offset"][n - 1] >= len(text)
+
+
+def test_peft_dir_converted_on_the_fly_when_base_known(config_for, lora_dirs, tiny_base, lora_root, complete,
+                                                      fresh_reply):
+    import shutil
+
+    from strata.serve.server import serve_in_thread
+
+    peft_only = lora_root / "_peft_only_alpha"
+    if not peft_only.exists():
+        shutil.copytree(lora_dirs["alpha"], peft_only, ignore=shutil.ignore_patterns("*.gguf"))
+    with serve_in_thread(config_for(base_model=str(tiny_base))) as url, httpx.Client(base_url=url, timeout=300) as c:
+        reply = c.post("/lora-adapters", json={"adapters": [{"path": str(peft_only), "scale": 1.0}]})
+        assert reply.status_code == 200, reply.text
+        assert complete(c) == fresh_reply(((str(lora_dirs["alpha"]), 1.0),))
+    assert not list(peft_only.glob("*.gguf"))  # the adapter dir is never written to
