@@ -24,6 +24,7 @@ STRATA_BIN="${STRATA_BIN:-strata}"
 children=()   # sshd, ttyd: stopped with the server
 server_pid=""
 watchdog_pid=""
+stopping=""
 
 log() { printf '[start.sh] %s\n' "$*"; }
 die() { printf '[start.sh] error: %s\n' "$*" >&2; exit 1; }
@@ -157,6 +158,7 @@ wait_healthy() {
 shutdown() {
   log "received $1; stopping strata serve${children[*]:+ and the other services}."
   trap '' TERM INT
+  stopping="$1"
   local pid
   for pid in "$server_pid" "${children[@]}"; do
     [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
@@ -203,6 +205,11 @@ main() {
   for pid in "${children[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
   done
+  # uvicorn re-raises the SIGTERM we forwarded after its graceful shutdown: that is a clean, requested stop.
+  if [ -n "$stopping" ] && [ "$status" -eq 143 ]; then
+    log "strata serve stopped cleanly on $stopping."
+    exit 0
+  fi
   log "strata serve exited with status $status."
   exit "$status"
 }

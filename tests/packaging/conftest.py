@@ -76,6 +76,11 @@ class Appliance:
                 self.proc.wait()
 
 
+@pytest.fixture(name="port_is_free", scope="session")
+def port_is_free_fixture() -> Callable[[int], bool]:
+    return port_is_free
+
+
 @pytest.fixture(scope="session")
 def start_sh() -> Path:
     return REPO / "start.sh"
