@@ -62,43 +62,57 @@ def _join(units: Iterable[_Unit]) -> str:
 
 def chunk_section(section: Section, count: Counter, target: int, overlap: int, max_tokens: int,
                   min_tokens: int = 0) -> list[Chunk]:
-    """Pack a section's sentences into chunks of <= target tokens (measured on the joined text), each new chunk
-    starting with up to `overlap` tokens of the previous one's tail. A tail under `min_tokens` is folded into
-    the previous chunk when the result stays <= max_tokens. Chunks never cross the section."""
+    """Pack a section's sentences into chunks of <= target tokens (measured on the joined text). Each new chunk
+    starts with up to `overlap` tokens from the end of the previous one (whole sentences, else its last words).
+    A tail under `min_tokens` is folded into the chunk before it if that stays <= max_tokens. Chunks never
+    cross the section."""
     units = _units(section, target, count)
-    spans: list[tuple[int, int]] = []  # [start, end) unit ranges, one per chunk
-    start, done = 0, 0
+    groups: list[tuple[list[_Unit], int]] = []  # (units, how many of them were carried over as overlap)
+    done, carry = 0, []
     while done < len(units):
-        end = _pack(units, start, target, count)
-        if end <= done:  # the overlap left no room for a new sentence: start this chunk without it
-            start = done
-            end = _pack(units, start, target, count)
-        spans.append((start, end))
-        done = end
-        start, carried = end, 0
-        while start - 1 > spans[-1][0] and carried + units[start - 1].tokens <= overlap:
-            start -= 1
-            carried += units[start].tokens
-    if len(spans) > 1 and sum(u.tokens for u in units[spans[-2][1]:spans[-1][1]]) < min_tokens:
-        merged = (spans[-2][0], spans[-1][1])
-        if count(_join(units[merged[0]:merged[1]])) <= max_tokens:
-            spans[-2:] = [merged]
+        end = _pack(carry + units[done:], target, count)
+        if end <= len(carry):  # the overlap left no room for a new sentence: start this chunk without it
+            carry, end = [], _pack(units[done:], target, count)
+        group = (carry + units[done:])[:end]
+        groups.append((group, len(carry)))
+        done += end - len(carry)
+        carry = _tail(group, overlap, count)
+    if len(groups) > 1 and sum(u.tokens for u in groups[-1][0][groups[-1][1]:]) < min_tokens:
+        merged = groups[-2][0] + groups[-1][0][groups[-1][1]:]
+        if count(_join(merged)) <= max_tokens:
+            groups[-2:] = [(merged, groups[-2][1])]
     chunks = []
-    for first, last in spans:
-        group = units[first:last]
+    for group, _ in groups:
         text = _join(group)
         chunks.append(Chunk(section.heading, text, sorted({p for u in group for p in u.pages}), count(text)))
     return chunks
 
 
-def _pack(units: list[_Unit], start: int, target: int, count: Counter) -> int:
-    """End index of the longest run from `start` whose joined text is <= target tokens (at least one unit)."""
-    end = start + 1
-    while end < len(units) and sum(u.tokens for u in units[start:end + 1]) <= target:
+def _pack(units: list[_Unit], target: int, count: Counter) -> int:
+    """Length of the longest prefix of `units` whose joined text is <= target tokens (at least one unit)."""
+    end = 1
+    while end < len(units) and sum(u.tokens for u in units[:end + 1]) <= target:
         end += 1
-    while end - start > 1 and count(_join(units[start:end])) > target:
+    while end > 1 and count(_join(units[:end])) > target:
         end -= 1  # joined text can tokenize longer than the sum of its parts
     return end
+
+
+def _tail(group: list[_Unit], overlap: int, count: Counter) -> list[_Unit]:
+    """The end of a chunk to repeat at the start of the next: whole trailing sentences within `overlap` tokens,
+    else the last words of the final sentence."""
+    start, carried = len(group), 0
+    while start > 1 and carried + group[start - 1].tokens <= overlap:
+        start -= 1
+        carried += group[start].tokens
+    if start < len(group) or overlap <= 0:
+        return group[start:]
+    last = group[-1]
+    words = last.text.split()
+    keep = 0
+    while keep < len(words) - 1 and count(" ".join(words[-(keep + 1):])) <= overlap:
+        keep += 1
+    return [_Unit(" ".join(words[-keep:]), last.paragraph, last.pages, count(" ".join(words[-keep:])))] if keep else []
 
 
 def _shingles(text: str, size: int) -> set[str]:
