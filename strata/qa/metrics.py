@@ -79,8 +79,8 @@ def mean(values: Iterable[float | None]) -> float | None:
 
 
 def best_index(values: Sequence[float | None], metric: str) -> int | None:
-    """Index of the best value for `metric` (direction from LOWER_IS_BETTER), or None when all are missing."""
+    """Index of the best value for `metric` (direction from LOWER_IS_BETTER); None when all are missing or equal."""
     scored = [(v, i) for i, v in enumerate(values) if v is not None and not math.isnan(v)]
-    if not scored:
-        return None
+    if not scored or (len(scored) > 1 and len({v for v, _ in scored}) == 1):
+        return None  # nothing to compare, or a tie across the board: no winner to mark
     return (min(scored) if metric in LOWER_IS_BETTER else max(scored, key=lambda p: (p[0], -p[1])))[1]

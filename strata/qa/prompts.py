@@ -111,7 +111,7 @@ def from_val(val_jsonl: Path, count: int) -> PromptSet:
 def read_val(val_jsonl: Path) -> list[dict]:
     """Every record of val.jsonl; a missing or malformed file says how to make it."""
     if not Path(val_jsonl).is_file():
-        raise StrataError(f"{val_jsonl} not found; run `strata build build_dataset` first or use --prompts FILE.yaml")
+        raise StrataError(f"{val_jsonl} not found; run `strata build dataset` first or use --prompts FILE.yaml")
     records = []
     for number, line in enumerate(Path(val_jsonl).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -119,12 +119,12 @@ def read_val(val_jsonl: Path) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise StrataError(f"{val_jsonl} line {number} is not JSON ({exc}); rebuild it with build_dataset") from None
+            raise StrataError(f"{val_jsonl} line {number} is not JSON ({exc}); rebuild it with `strata build dataset`") from None
         if not isinstance(record, dict):
             raise StrataError(f"{val_jsonl} line {number} must be a JSON object, got {type(record).__name__}")
         records.append(record)
     if not records:
-        raise StrataError(f"{val_jsonl} is empty; rebuild it with `strata build build_dataset`")
+        raise StrataError(f"{val_jsonl} is empty; rebuild it with `strata build dataset`")
     return records
 
 

@@ -57,5 +57,5 @@ def test_perplexity_pools_tokens_and_skips_the_unscored_first():
 def test_best_index_respects_direction():
     assert m.best_index([0.2, None, 0.5, 0.5], "f1") == 2
     assert m.best_index([3.0, 2.0, None], "perplexity") == 1
-    assert m.best_index([None, None], "f1") is None
+    assert m.best_index([None, None], "f1") is None and m.best_index([0.0, 0.0], "f1") is None
     assert m.mean([1.0, None, 3.0]) == 2.0 and m.mean([None]) is None

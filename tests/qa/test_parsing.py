@@ -62,7 +62,7 @@ def test_from_val_takes_question_and_section_text(workspace):
 
 
 def test_from_val_errors_are_clear(workspace):
-    with pytest.raises(StrataError, match="build_dataset"):
+    with pytest.raises(StrataError, match="strata build dataset"):
         from_val(workspace.val_jsonl, 3)
     workspace.val_jsonl.write_text("{not json\n")
     with pytest.raises(StrataError, match="line 1 is not JSON"):
