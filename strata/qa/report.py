@@ -6,6 +6,7 @@ import difflib
 import html
 import json
 import os
+import re
 import shutil
 import textwrap
 import time
@@ -21,6 +22,7 @@ COLUMNS = (("exact_match", "EM"), ("f1", "F1"), ("rouge_l", "ROUGE-L"), ("bleu",
            ("perplexity", "perplexity"), ("ttft_s", "TTFT s"), ("latency_s", "latency s"),
            ("tokens_per_s", "tokens/s"))
 PROMPT_SHOWN = 400  # characters of a (very long) prompt shown in the report
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def write_report(results: dict[str, Any], runs_dir: Path) -> Path:
@@ -82,6 +84,11 @@ def topic_table(results: dict[str, Any], metric: str = "f1") -> tuple[list[str],
     return ["layer", *topics], rows
 
 
+def printable(text: str) -> str:
+    """Control characters (tiny models emit raw byte tokens) shown as \\xNN escapes; newlines and tabs kept."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
 def _wrapped(text: str) -> list[str]:
     return [line for para in text.splitlines() or [""] for line in (textwrap.wrap(para, 72) or [""])]
 
@@ -102,10 +109,10 @@ def _prompt_sections(results: dict[str, Any]) -> list[dict[str, Any]]:
             row = by_key.get((layer["name"], prompt["id"]))
             if row is None:
                 continue
-            text = row["output"] if row["error"] is None else f"ERROR: {row['error']}"
+            text = printable(row["output"]) if row["error"] is None else f"ERROR: {row['error']}"
             same = base_row is not None and layer["name"] != BASE and row["output"] == base_row["output"]
             diff = [] if layer["name"] == BASE or base_row is None or same else \
-                output_diff(base_row["output"] or "", row["output"] or "", layer["name"])
+                output_diff(printable(base_row["output"] or ""), printable(row["output"] or ""), layer["name"])
             outputs.append({"layer": layer["name"], "text": text, "metrics": row["metrics"], "diff": diff,
                             "same_as_base": same})
         shown = prompt["prompt"] if len(prompt["prompt"]) <= PROMPT_SHOWN else \
