@@ -56,3 +56,14 @@ def test_fail_under_gates_a_real_run(base_gguf, lora_dirs, small_prompts, worksp
     reports = sorted(workspace.runs.glob("qa-*"))
     assert len(reports) == 2 and all((r / "report.html").is_file() for r in reports)
     assert f"QA report: {Path(reports[-1]) / 'report.html'}" in passing.output
+
+
+def test_qa_never_imports_the_build_stage_or_training_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, strata.qa.harness, strata.qa.report, strata.qa.client; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft') "
+            "or m.startswith('strata.build')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
