@@ -12,6 +12,7 @@ from strata.errors import StrataError
 
 BASE = "base"
 ADAPTER_FILE = "adapter.gguf"
+SKIPPED = frozenset({"merged", "checkpoints"})
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -29,11 +30,13 @@ class Layer:
 
 
 def discover_layers(peft_dir: Path) -> list[Path]:
-    """Every adapter dir under peft_dir that holds adapter.gguf, excluding merged/, sorted by path."""
+    """Every adapter dir under peft_dir that holds adapter.gguf, excluding merged/, checkpoints/ and hidden
+    (temp) dirs, sorted by path."""
     if not peft_dir.is_dir():
         return []
     found = {file.parent for file in peft_dir.rglob(ADAPTER_FILE)}
-    return sorted(d for d in found if "merged" not in d.relative_to(peft_dir).parts)
+    return sorted(d for d in found if not any(part in SKIPPED or part.startswith(".")
+                                              for part in d.relative_to(peft_dir).parts))
 
 
 def layer_name(path: str | os.PathLike, taken: Iterable[str] = ()) -> str:

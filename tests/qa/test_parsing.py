@@ -101,7 +101,7 @@ def test_plan_resolves_blend_parts_and_rejects_clashing_names(tmp_path):
 
 
 def test_default_layers_are_adapter_dirs_under_peft_without_merged(workspace):
-    for sub in ("level1", "level2", "topics/ASC_Leases", "merged", "no_gguf"):
+    for sub in ("level1", "level2", "topics/ASC_Leases", "merged", "no_gguf", "level1/checkpoints/step-5", ".tmp-x"):
         (workspace.peft / sub).mkdir(parents=True)
         if sub != "no_gguf":
             (workspace.peft / sub / "adapter.gguf").write_bytes(b"x")
