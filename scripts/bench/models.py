@@ -31,6 +31,7 @@ class BenchModelSpec:
     lora_rank: int = 16
     quant: str = "Q4_K_M"
     seed: int = 0
+    eos_guard: bool = True  # greedy decoding never picks EOS, so every peer generates exactly max_tokens
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ def _build(spec: BenchModelSpec, work: Path, log) -> dict:
     tiny = TinySpec(hidden=spec.hidden, intermediate=spec.intermediate, layers=spec.layers, heads=spec.heads,
                     kv_heads=spec.kv_heads, vocab=spec.vocab, context=spec.context)
     make_tiny_base(hf, corpus_texts(), tiny, pretrain_steps=0, seed=spec.seed)
+    if spec.eos_guard:
+        _guard_eos(hf)
     log("  HF model written; making LoRAs")
     for index, name in enumerate(LORA_NAMES):
         adapter = _make_lora(hf, work / f"peft-{name}", spec.lora_rank, spec.seed + 1 + index)
@@ -94,6 +97,30 @@ def _build(spec: BenchModelSpec, work: Path, log) -> dict:
     return {"spec": asdict(spec), "eos_id": config["eos_token_id"], "bos_id": config["bos_token_id"],
             "vocab": config["vocab_size"], "gguf_bytes": (work / "model.gguf").stat().st_size,
             "weight_bytes_per_token": _weight_bytes_per_token(work / "model.gguf")}
+
+
+def _guard_eos(hf: Path, dim: int = 0) -> None:
+    """Random weights end greedy text at once; no server option stops that everywhere (strata has no logit_bias).
+
+    So residual dimension `dim` carries a constant: every token embedding sets it to 1 and no layer writes to it.
+    The EOS row of the output head reads only that dimension, negatively, and no other row reads it: the EOS logit
+    is always below zero while the top other logit (of ~2000 random ones) is above it. Cost per token is unchanged.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32)
+    eos = model.config.eos_token_id
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, dim] = 1.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[dim, :] = 0.0
+            layer.mlp.down_proj.weight[dim, :] = 0.0
+        model.lm_head.weight[:, dim] = 0.0
+        model.lm_head.weight[eos, :] = 0.0
+        model.lm_head.weight[eos, dim] = -1.0
+    model.save_pretrained(hf)
+    del model
 
 
 def _make_lora(hf: Path, out: Path, rank: int, seed: int) -> Path:

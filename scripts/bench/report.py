@@ -18,7 +18,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def summarise(raw: dict) -> dict:
     """Medians per peer, switch p50/p95, the bandwidth bound and each peer's fraction of it, and the ratios."""
-    bound = raw["bandwidth"]["read_gbs"] * 1e9 / raw["model"]["weight_bytes_per_token"]
+    bound = raw["bandwidth"]["bandwidth_gbs"] * 1e9 / raw["model"]["weight_bytes_per_token"]
     peers = {}
     for name, data in raw["peers"].items():
         single = data.get("single", [])
@@ -100,8 +100,9 @@ def markdown(raw: dict, summary: dict) -> str:
         f"- Model: random-weight Llama ({model['spec']['layers']} layers, hidden {model['spec']['hidden']}), "
         f"{model['spec']['quant']}, {model['gguf_bytes'] / 1e6:.0f} MB GGUF; "
         f"{model['weight_bytes_per_token'] / 1e6:.0f} MB of weights read per decoded token.",
-        f"- Memory bandwidth (numpy, {bw['threads']} threads): read {bw['read_gbs']:.1f} GB/s, copy "
-        f"{bw['copy_gbs']:.1f} GB/s → decode bound {summary['bound_tps']:.1f} tok/s.",
+        f"- Memory bandwidth (numpy, {bw['threads']} threads): read {bw['read_gbs']:.1f} GB/s, copy (read + write) "
+        f"{bw['copy_gbs']:.1f} GB/s; bound = {bw['bandwidth_gbs']:.1f} GB/s ÷ weight bytes per token = "
+        f"{summary['bound_tps']:.1f} tok/s.",
         f"- {cfg['rounds']} interleaved rounds × {cfg['repeats']} streamed greedy completions of "
         f"{cfg['max_tokens']} tokens per peer (tokens actually generated: {tokens}); "
         f"{cfg['switches']} switches per round; threads {cfg['threads']}, n_ctx {cfg['n_ctx']}, flash attention off.",

@@ -1,0 +1,70 @@
+"""Pure helpers of scripts/bench: percentiles, the summary's medians/ratios/bound, the table, the arguments."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import measure
+import report
+import run
+from peers import LLAMA_CPP_PYTHON, LLAMA_SERVER, STRATA
+
+
+def _sample(tps: float, ttft: float) -> dict:
+    return {"decode_tps": tps, "ttft_s": ttft, "tokens": 32, "total_s": 1.0, "finish": "length"}
+
+
+def _raw(peers: dict) -> dict:
+    return {
+        "bandwidth": {"read_gbs": 10.0, "copy_gbs": 8.0, "bandwidth_gbs": 10.0, "threads": 2, "array_mb": 64},
+        "model": {"weight_bytes_per_token": 250_000_000, "gguf_bytes": 260_000_000,
+                  "spec": {"layers": 10, "hidden": 2048, "quant": "Q4_K_M"}},
+        "config": {"rounds": 2, "repeats": 2, "max_tokens": 32, "switches": 4, "threads": 2, "n_ctx": 512},
+        "peers": peers, "notes": ["llama-server not run: build failed"],
+    }
+
+
+def test_percentile_interpolates_and_handles_one_value():
+    assert measure.percentile([4.0, 1.0, 3.0, 2.0, 5.0], 50) == 3.0
+    assert measure.percentile([1.0, 2.0], 95) == pytest.approx(1.95)
+    assert measure.percentile([7.0], 95) == 7.0
+
+
+def test_summary_takes_medians_ratios_and_the_bandwidth_bound():
+    raw = _raw({
+        STRATA: {"single": [_sample(30, 0.1), _sample(36, 0.3), _sample(32, 0.2)], "switch_id": [0.001, 0.003],
+                 "first_load": [0.05, 0.07, 0.06], "concurrent": [{"aggregate_tps": 30}]},
+        LLAMA_SERVER: {"single": [_sample(40, 0.1), _sample(40, 0.1)], "switch_id": [0.002, 0.002],
+                       "reload": [3.0, 3.0], "concurrent": [{"aggregate_tps": 60}]},
+    })
+    summary = report.summarise(raw)
+    assert summary["bound_tps"] == pytest.approx(40.0)  # 10 GB/s / 250 MB per token
+    strata = summary["peers"][STRATA]
+    assert strata["decode_tps"] == 32 and strata["ttft_ms"] == pytest.approx(200)
+    assert strata["bound_fraction"] == pytest.approx(0.8)
+    ratios = summary["ratios"]
+    assert ratios["decode_vs_llama_server"] == pytest.approx(0.8)
+    assert ratios["concurrent_vs_llama_server"] == pytest.approx(0.5)
+    assert ratios["reload_llama_server_over_first_load"] == pytest.approx(50.0)
+    assert ratios["decode_vs_llama_cpp_python"] is None  # that peer did not run
+
+
+def test_write_outputs_table_json_and_chart(tmp_path):
+    raw = _raw({STRATA: {"single": [_sample(30, 0.1)], "switch_id": [0.001], "first_load": [0.05],
+                         "concurrent": [{"aggregate_tps": 30}]}})
+    summary, table = report.write(raw, tmp_path)
+    assert (tmp_path / "results.md").read_text() == table
+    assert json.loads((tmp_path / "results.json").read_text())["summary"]["peers"][STRATA]["decode_tps"] == 30
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert "not run" in table and "llama-server not run: build failed" in table
+    assert table.splitlines()[0].startswith("| Measure | strata serve | llama-server | llama-cpp-python server")
+
+
+def test_quick_and_peer_arguments():
+    args = run.parse_args(["--quick", "--peers", "strata,llama-cpp-python"])
+    assert (args.rounds, args.repeats) == (1, 1)
+    assert args.peers == [STRATA, LLAMA_CPP_PYTHON]
+    with pytest.raises(SystemExit):
+        run.parse_args(["--peers", "vllm"])
