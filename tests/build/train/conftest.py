@@ -54,7 +54,7 @@ def dataset_workspace(root: Path, dataset_files: tuple[Path, Path], tiny_base: P
     """A workspace at `root` with the dataset in data/processed and BASE_MODEL at the tiny base."""
     import shutil
 
-    settings = Settings.resolve(workspace=root, base_model=str(tiny_base))
+    settings = Settings.resolve(workspace=root, base_model=str(tiny_base), n_threads=1)  # see train.cpu_threads
     settings.ensure_skeleton()
     for src in dataset_files:
         shutil.copy(src, settings.processed / src.name)
