@@ -27,7 +27,8 @@ class PeerSpec:
     switch_form: str | None = None  # "id": POST /lora-adapters [{"id","scale"}]; None: cannot switch at runtime
     loads_by_path: bool = False  # can load a never-seen adapter file at runtime
     parallel_slots: int = 1
-    extra_body: dict = field(default_factory=dict)  # fields added to every completion request
+    extra_body: dict = field(default_factory=dict)  # fields added to every completion request (none by default:
+    # the bench model never emits EOS, so every peer gets the same request body)
 
 
 @dataclass
@@ -81,7 +82,7 @@ def peer_specs(model: Path, loras: dict[str, Path], threads: int, n_ctx: int, ll
             [str(llama_server), "-m", str(model), "-t", str(threads), "-tb", str(threads),
              "-c", str(n_ctx * slots), "-np", str(slots), "-fa", "off", "--no-webui",
              "--lora-init-without-apply", *[a for p in lora_paths for a in ("--lora", p)]],
-            "/health", switch_form="id", parallel_slots=slots, extra_body={"ignore_eos": True})
+            "/health", switch_form="id", parallel_slots=slots)
     return specs
 
 

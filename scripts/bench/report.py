@@ -111,6 +111,12 @@ def markdown(raw: dict, summary: dict) -> str:
         "- Reload = stop the server + start it again with the new `--lora` until it answers; strata loads the "
         "same file at runtime through `POST /lora-adapters` with its path.",
     ]
+    if raw.get("machine"):
+        m = raw["machine"]
+        busy = max(m["loadavg_start"][0], m["loadavg_end"][0]) > m["cores"]
+        notes.append(f"- Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gb']} GB RAM; load average "
+                     f"{m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end"
+                     + (" (other jobs shared the CPU: absolute numbers are depressed)." if busy else "."))
     for peer, data in p.items():
         for error in data["errors"]:
             notes.append(f"- {peer}: {error}")
