@@ -163,14 +163,19 @@ shutdown() {
   for pid in "$server_pid" "${children[@]}"; do
     [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
   done
+  if [ -z "$server_pid" ]; then  # stopped before the server was launched
+    exit 0
+  fi
   ( sleep "$STOP_TIMEOUT"; kill -KILL "$server_pid" "${children[@]}" ) >/dev/null 2>&1 &
   watchdog_pid=$!
 }
 
 main() {
-  local model pid shown rc status=0
+  local model pid rc status=0
   model="$(resolve_model)"
   check_model "$model"
+  trap 'shutdown SIGTERM' TERM
+  trap 'shutdown SIGINT' INT
   start_sshd
   start_ttyd
   serve_args=(serve --model "$model" --host "$HOST" --port "$PORT")
@@ -178,15 +183,11 @@ main() {
   [ -z "${N_CTX:-}" ] || serve_args+=(--n_ctx "$N_CTX")
   [ -z "${N_THREADS:-}" ] || serve_args+=(--n_threads "$N_THREADS")
   [ -z "${CHAT_FORMAT:-}" ] || serve_args+=(--chat_format "$CHAT_FORMAT")
-  [ -z "${API_KEY:-}" ] || serve_args+=(--api-key "$API_KEY")
   [ -z "${FLASH_ATTN:-}" ] || serve_args+=(--flash_attn "$FLASH_ATTN")
   serve_args+=("$@")
   command -v "$STRATA_BIN" >/dev/null || die "STRATA_BIN=$STRATA_BIN is not an executable; install strata[serve] or point STRATA_BIN at the strata command."
-  trap 'shutdown SIGTERM' TERM
-  trap 'shutdown SIGINT' INT
-  shown="${serve_args[*]}"
-  [ -z "${API_KEY:-}" ] || shown="${shown//"$API_KEY"/<API_KEY>}"
-  log "starting: $STRATA_BIN $shown"
+  # API_KEY reaches the server through its environment (strata serve reads it), so it never shows in `ps`.
+  log "starting: $STRATA_BIN ${serve_args[*]}${API_KEY:+ (API_KEY set: requests need Authorization: Bearer)}"
   "$STRATA_BIN" "${serve_args[@]}" &
   server_pid=$!
   wait_healthy

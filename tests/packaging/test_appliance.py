@@ -76,3 +76,13 @@ def test_signal_stops_the_server_cleanly(launch, port_is_free, base_gguf: Path, 
     assert port_is_free(served.port)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{served.url}/health", timeout=2)
+
+
+def test_api_key_from_the_environment_is_enforced(launch, base_gguf: Path) -> None:
+    served = launch({"MODEL_PATH": str(base_gguf), "N_CTX": "256", "N_THREADS": "1", "API_KEY": "s3cret-key"})
+    served.wait_ready()  # /health stays open, so start.sh's readiness probe needs no key
+    url = f"{served.url}/v1/chat/completions"
+    assert httpx.post(url, json=CHAT, timeout=30).status_code == 401
+    authorized = httpx.post(url, json=CHAT, headers={"Authorization": "Bearer s3cret-key"}, timeout=60)
+    assert authorized.status_code == 200, authorized.text
+    assert "s3cret-key" not in served.output()
