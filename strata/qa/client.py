@@ -102,10 +102,11 @@ class QAClient:
         except (KeyError, IndexError, TypeError):
             raise ServerError("the server returned no prompt logprobs for /v1/completions with echo; "
                               "start it with logits_all enabled") from None
-        # With echo, entries past the prompt's text belong to the generated token: keep only the text's own.
-        offsets = logprobs.get("text_offset") or []
-        if len(offsets) == len(values):
-            values = [v for v, offset in zip(values, offsets) if offset < len(text)]
+        # With echo the last usage.completion_tokens entries belong to the generated token(s): keep the text's own.
+        # (Not text_offset: llama-cpp-python's offsets count SentencePiece's leading space.)
+        generated = (reply.get("usage") or {}).get("completion_tokens")
+        if isinstance(generated, int) and 0 < generated < len(values):
+            values = values[:-generated]
         return values
 
 
