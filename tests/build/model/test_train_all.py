@@ -1,0 +1,66 @@
+"""`strata build all` for real on the kit PDFs and the tiny base: every stage once, then all skipped, then resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from strata.build.pipeline import run_all
+from strata.cli import main as cli
+from strata.errors import StrataError
+
+QUICK = {"max_steps": 1, "max_train_samples": 8}
+TOPICS = ("ASC_Leases", "ASC_Intangibles")
+
+
+def _statuses(record):
+    return {s["name"]: s["status"] for s in record["stages"]}
+
+
+@pytest.fixture
+def kit_workspace(on_tiny_base, sample_pdfs, tmp_path, monkeypatch):
+    for topic in TOPICS:
+        shutil.copytree(sample_pdfs / topic, on_tiny_base.raw_pdfs / topic)
+    presets = tmp_path / "presets"  # a private copy, so the test can break the convert preset
+    shutil.copytree(Path(__file__).resolve().parents[3] / "presets", presets)
+    monkeypatch.setenv("STRATA_PRESETS", str(presets))
+    return on_tiny_base, presets
+
+
+def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspace):
+    settings, presets = kit_workspace
+    lines: list[str] = []
+    first = run_all(settings, levels=(1, 2), per_topic=True, train_overrides=QUICK, progress=False, echo=lines.append)
+    names = ["pretest", "dataset", "level1", "level2", "topics", "merge", "convert", "archive"]
+    assert list(_statuses(first)) == names and set(_statuses(first).values()) == {"ok"}
+    topics = next(s for s in first["stages"] if s["name"] == "topics")["result"]
+    assert topics and {Path(t).name for t in topics} <= set(TOPICS)  # 8 samples may cover one topic or both
+    for folder in ("level1", "level2", *(Path(t).name for t in topics)):
+        assert (settings.peft / folder / "adapter.gguf").is_file(), folder
+    assert settings.model_path.is_file() and (settings.merged / "tokenizer.model").is_file()
+    convert = next(s for s in first["stages"] if s["name"] == "convert")
+    assert convert["result"]["passed"] and convert["result"]["relative_error"] < 1e-2
+    assert convert["inputs"]["opt:quant"]["hash"] and convert["duration_s"] > 0
+    assert not list(settings.raw_pdfs.rglob("*.pdf")) and list(settings.pdf_archive.rglob("*.pdf"))
+    assert any("F16 vs HF" in line for line in lines)  # stage output printed as it goes
+
+    again = CliRunner().invoke(cli, ["build", "train_all", "--levels", "1,2", "--max-steps", "1",
+                                     "--max-train-samples", "8", "--no-progress"])
+    assert again.exit_code == 0, again.output
+    second = json.loads(Path(again.output.strip().splitlines()[-1].removeprefix("manifest: ")).read_text())
+    assert set(_statuses(second).values()) == {"skipped"} and len(second["stages"]) == len(names)
+
+    model_bytes = settings.model_path.read_bytes()
+    (presets / "convert.yaml").write_text("min_top1_agreement: 1.5\n")  # impossible: convert must fail
+    with pytest.raises(StrataError, match="(?s)stage convert failed.*fidelity check failed"):
+        run_all(settings, levels=(1, 2), train_overrides=QUICK, progress=False, echo=lambda _: None)
+    assert settings.model_path.read_bytes() == model_bytes
+    (presets / "convert.yaml").write_text("# defaults\n")
+    third = run_all(settings, levels=(1, 2), train_overrides=QUICK, progress=False, echo=lambda _: None)
+    statuses = _statuses(third)
+    assert statuses.pop("convert") == "ok"
+    assert set(statuses.values()) == {"skipped"}
