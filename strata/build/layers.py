@@ -18,7 +18,7 @@ SAMPLE_BYTES = 1 << 16
 
 def fingerprint(model_dir: Path) -> str:
     """A stable id of an HF model dir, cheap for a 7B model: config.json, every weight file's name, size and
-    safetensors header, and 16 evenly spaced 64 KiB samples of its bytes (about 1 MiB read per file)."""
+    safetensors header, and 16 evenly spaced 64 KiB samples of its bytes (first and last included) (about 1 MiB read per file)."""
     model_dir = Path(model_dir)
     config = model_dir / "config.json"
     if not config.is_file():
@@ -35,8 +35,8 @@ def fingerprint(model_dir: Path) -> str:
             if path.suffix == ".safetensors":
                 (length,) = struct.unpack("<Q", handle.read(8))
                 digest.update(handle.read(length))
-            for index in range(SAMPLES_PER_FILE):
-                handle.seek(size * index // SAMPLES_PER_FILE)
+            for index in range(SAMPLES_PER_FILE):  # first to last chunk, evenly spaced
+                handle.seek(max(0, size - SAMPLE_BYTES) * index // (SAMPLES_PER_FILE - 1))
                 digest.update(handle.read(SAMPLE_BYTES))
     return digest.hexdigest()[:32]
 

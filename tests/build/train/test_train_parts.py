@@ -75,7 +75,7 @@ def test_fingerprint_is_stable_and_sees_weights(tiny_base, tmp_path):
     assert layers.fingerprint(copy) == layers.fingerprint(tiny_base)
     weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
-    data[-100] ^= 0xFF  # one weight byte in the last sampled chunk
+    data[-100] ^= 0xFF  # one weight byte near the end (the last sampled chunk)
     weights.write_bytes(bytes(data))
     assert layers.fingerprint(copy) != layers.fingerprint(tiny_base)
     with pytest.raises(StrataError, match="no config.json"):
