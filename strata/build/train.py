@@ -58,9 +58,16 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     with cpu_threads(settings.n_threads if device == "cpu" else None):
         model = _load_model(settings, base_dir, below, device, dtype, quantization, cfg)
         for job in jobs:
-            model = _train_one(job, model, tokenizer, context, dry_run=dry_run, resume_from=resume_from,
-                               progress=progress)
+            model = _train_one(job, model, tokenizer, context, dry_run=dry_run, progress=progress,
+                               resume_from=_resume_for(job, resume_from, per_topic))
     return [job.out for job in jobs]
+
+
+def _resume_for(job: Job, resume_from: str | None, per_topic: bool) -> str | None:
+    """With --per-topic, a checkpoint path resumes only the topic whose dir holds it; `auto` applies to each."""
+    if not per_topic or resume_from in (None, "auto"):
+        return resume_from
+    return resume_from if Path(resume_from).resolve().is_relative_to(job.out.resolve()) else None
 
 
 @contextmanager
