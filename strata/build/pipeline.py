@@ -83,11 +83,11 @@ def input_hashes(settings: Settings, options: Options, keys: tuple[str, ...]) ->
     return hashes
 
 
-def _train_call(level: int, per_topic: bool) -> Callable[[Settings, Options, Echo], Any]:
+def _train_call(level: int, per_topic: bool, preset: str | None = None) -> Callable[[Settings, Options, Echo], Any]:
     def run(settings: Settings, options: Options, echo: Echo) -> list[str]:
         from strata.build.train import train_level
 
-        kwargs = {k: v for k, v in options.train.items() if k in TRAIN_KWARGS}
+        kwargs = {"preset": preset} | {k: v for k, v in options.train.items() if k in TRAIN_KWARGS}
         overrides = {k: v for k, v in options.train.items() if k not in TRAIN_KWARGS}
         written = train_level(settings, level, per_topic=per_topic, progress=options.progress, overrides=overrides, **kwargs)
         return [str(p) for p in written]
@@ -127,7 +127,10 @@ def _archive(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]
 
 
 def default_stages(options: Options) -> list[Stage]:
-    """Seed order: pretest -> dataset -> level1..N (+ per-topic layers on the top level) -> merge -> convert -> archive."""
+    """Seed order: pretest -> dataset -> level1..N -> per-topic layers -> merge -> convert -> archive.
+
+    Topic layers train on the base with every level merged in (with the top level's preset): that stack is exactly
+    the model convert writes to MODEL_PATH, so a topic adapter served on it is what was trained."""
     levels = sorted(options.levels)
     data = ("train", "val", "base", "opt:train")
     stages = [Stage("pretest", _pretest, ("pdfs", "preset:pretest"), ("pretest",)),
@@ -138,8 +141,8 @@ def default_stages(options: Options) -> list[Stage]:
                             (f"peft:level{level}",)))
     if options.per_topic and levels:
         top = levels[-1]
-        stages.append(Stage("topics", _train_call(top, True),
-                            (*data, f"preset:levels/level{top}", *(f"peft:level{k}" for k in range(1, top)))))
+        stages.append(Stage("topics", _train_call(top + 1, True, preset=f"levels/level{top}"),
+                            (*data, f"preset:levels/level{top}", *(f"peft:level{k}" for k in range(1, top + 1)))))
     stages += [Stage("merge", _merge, ("base", *(f"peft:level{k}" for k in levels)), ("merged",)),
                Stage("convert", _convert, ("merged", "val", "preset:convert", "opt:quant"), ("model",)),
                Stage("archive", _archive, ("dataset_summary",), ("archive",))]

@@ -31,6 +31,24 @@ def kit_workspace(on_tiny_base, sample_pdfs, tmp_path, monkeypatch):
     return on_tiny_base, presets
 
 
+def _topic_layer_serves_what_was_trained(settings, topic_dir: Path) -> None:
+    """A topic layer trains on base + every level, i.e. the model convert wrote: its adapter.gguf applied on that
+    model's F16 GGUF gives the HF merged + topic logits."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from strata.build.fidelity import gguf_logits, hf_logits, relative_error
+
+    hf = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(settings.merged, dtype=torch.float32),
+                                   topic_dir).merge_and_unload()
+    hf.save_pretrained(settings.workspace / "merged_plus_topic")
+    tokens = AutoTokenizer.from_pretrained(settings.merged)("A lessee measures the lease liability.")["input_ids"]
+    f16 = next(settings.models.glob("*.F16.gguf"))
+    want = hf_logits(settings.workspace / "merged_plus_topic", tokens)
+    assert relative_error(gguf_logits(f16, tokens, lora=[(topic_dir / "adapter.gguf", 1.0)]), want) < 1e-2
+
+
 def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspace):
     settings, presets = kit_workspace
     lines: list[str] = []
@@ -47,6 +65,7 @@ def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspac
     assert convert["inputs"]["opt:quant"]["hash"] and convert["duration_s"] > 0
     assert not list(settings.raw_pdfs.rglob("*.pdf")) and list(settings.pdf_archive.rglob("*.pdf"))
     assert any("F16 vs HF" in line for line in lines)  # stage output printed as it goes
+    _topic_layer_serves_what_was_trained(settings, Path(topics[0]))
 
     again = CliRunner().invoke(cli, ["build", "train_all", "--levels", "1,2", "--max-steps", "1",
                                      "--max-train-samples", "8", "--no-progress"])
