@@ -106,16 +106,19 @@ def start(spec: PeerSpec, log_dir: Path, timeout: float = 300.0) -> Running:
         out.flush()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     running = Running(spec, proc, base, 0.0, log)
-    with httpx.Client(timeout=5.0) as client:
-        while time.perf_counter() - started < timeout:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{spec.name} exited with {proc.returncode} while starting; see {log}")
-            try:
-                if client.get(base + spec.ready_path).status_code == 200:
-                    running.start_s = time.perf_counter() - started
-                    return running
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-    running.stop()
-    raise RuntimeError(f"{spec.name} was not ready after {timeout:.0f} s; see {log}")
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            while time.perf_counter() - started < timeout:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{spec.name} exited with {proc.returncode} while starting; see {log}")
+                try:
+                    if client.get(base + spec.ready_path).status_code == 200:
+                        running.start_s = time.perf_counter() - started
+                        return running
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
+        raise RuntimeError(f"{spec.name} was not ready after {timeout:.0f} s; see {log}")
+    except BaseException:
+        running.stop()  # never leave a half-started server behind (timeout, Ctrl-C, SIGTERM)
+        raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -122,6 +123,7 @@ def session(spec: PeerSpec, rnd: int, args, model, out: Path, data: dict) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server under test
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or REPO / "runs" / f"bench-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
