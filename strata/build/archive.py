@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from strata.build.datafiles import atomic_write_json, now_iso, read_json, sha256_file
 from strata.errors import StrataError
+from strata.files import atomic_write_json, now_iso, read_json, sha256_file
 from strata.settings import Settings
 
 Hook = Callable[[str, Path, Path], None]

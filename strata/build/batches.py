@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from strata.errors import StrataError
+from strata.files import read_jsonl
 
 IGNORE = -100  # label value the loss skips
 
@@ -24,21 +24,7 @@ class Block:
 def load_records(path: Path, topics: list[str] | None = None, max_samples: int | None = None,
                  what: str = "training data") -> list[dict[str, Any]]:
     """Read a dataset JSONL, keep `topics` (None: all), cap at `max_samples`; name the missing step if absent."""
-    path = Path(path)
-    if not path.is_file():
-        raise StrataError(f"{what} {path} does not exist; run `strata build dataset` first "
-                          "(it writes data/processed/train.jsonl and val.jsonl).")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise StrataError(f"{path}:{number} is not valid JSON ({exc.msg}); rebuild it with `strata build dataset`.") from None
-        if not isinstance(record, dict):
-            raise StrataError(f"{path}:{number} must be a JSON object; rebuild it with `strata build dataset`.")
-        records.append(record)
+    records = read_jsonl(path, f"{what}: run `strata build dataset` (it writes data/processed/train.jsonl and val.jsonl)")
     if topics is not None:
         wanted = set(topics)
         records = [r for r in records if r.get("topic") in wanted]

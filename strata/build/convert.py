@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from strata.build.manifest import write_json_atomic
 from strata.build.quantize import ftype_for, quant_types, quantize_gguf, temp_beside
 from strata.errors import StrataError
+from strata.files import atomic_write_json
 from strata.settings import Settings
 
 FALLBACK_TEXT = ("A lessee recognises a right-of-use asset and a lease liability at the commencement date. "
@@ -108,9 +108,10 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
                   preset: str | os.PathLike = "convert", echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Merged HF dir -> F16 GGUF (kept in models/) -> `quant` GGUF at `out` (default MODEL_PATH), promoted by
     os.replace only after the fidelity checks pass. Returns the fidelity record (also written beside the model)."""
+    from transformers import AutoTokenizer
+
     from strata.llamacpp import convert_hf
     from strata.presets import load_preset
-    from transformers import AutoTokenizer
 
     hf_dir = Path(hf_dir or settings.merged)
     if not (hf_dir / "config.json").is_file():
@@ -157,6 +158,6 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
         "thresholds": asdict(thresholds), "passed": True, "bytes": out.stat().st_size,
         "duration_s": round(time.monotonic() - started, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    record["record_path"] = str(write_json_atomic(out.with_name(out.name.removesuffix(".gguf") + ".fidelity.json"), record))
+    record["record_path"] = str(atomic_write_json(out.with_name(out.name.removesuffix(".gguf") + ".fidelity.json"), record))
     echo(f"wrote {out} ({record['bytes'] / 1e6:.1f} MB); fidelity record {record['record_path']}")
     return record

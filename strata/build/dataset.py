@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from strata.build.chunking import Chunk, chunk_section, dedup
-from strata.build.datafiles import atomic_write_json, atomic_write_jsonl, now_iso, read_json, sha256_file
 from strata.build.pdftext import sections_from_pdf
 from strata.errors import StrataError
+from strata.files import atomic_write_json, atomic_write_jsonl, now_iso, read_json, sha256_file
 from strata.presets import load_preset
 from strata.settings import Settings
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from strata.errors import StrataError
+from strata.files import sha256_file
 from strata.settings import Settings
 
 SUMMARY = "training_summary.json"
@@ -39,15 +40,6 @@ def fingerprint(model_dir: Path) -> str:
                 handle.seek(max(0, size - SAMPLE_BYTES) * index // (SAMPLES_PER_FILE - 1))
                 digest.update(handle.read(SAMPLE_BYTES))
     return digest.hexdigest()[:32]
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a whole file (adapters and datasets are small enough)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_summary(adapter_dir: Path) -> dict[str, Any] | None:
@@ -84,7 +76,7 @@ def levels_below(settings: Settings, level: int, base_dir: Path | None = None) -
         if summary.get("base_fingerprint") != base_fp:
             raise StrataError(f"{folder} was trained on another base model (fingerprint "
                               f"{summary.get('base_fingerprint')} != {base_fp} of {base_dir}): {fix}.")
-        if summary.get("adapter_sha256") != file_sha256(weights):
+        if summary.get("adapter_sha256") != sha256_file(weights):
             raise StrataError(f"{folder}/adapter_model.safetensors does not match its training summary: {fix}.")
         recorded = [entry.get("adapter_sha256") for entry in summary.get("levels_below", [])]
         current = [read_summary(d).get("adapter_sha256") for d in dirs]  # type: ignore[union-attr]
@@ -122,7 +114,7 @@ def merged_base_dir(settings: Settings, base_dir: Path, level_dirs: list[Path], 
     import shutil
     import tempfile
 
-    key = hashlib.sha256("|".join([fingerprint(base_dir), *(file_sha256(d / "adapter_model.safetensors")
+    key = hashlib.sha256("|".join([fingerprint(base_dir), *(sha256_file(d / "adapter_model.safetensors")
                                                             for d in level_dirs)]).encode()).hexdigest()[:16]
     dest = settings.peft / ".bases" / key
     if (dest / "config.json").is_file():

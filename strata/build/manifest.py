@@ -1,32 +1,17 @@
-"""Run manifests for `strata build all`: atomic JSON writes, input hashing, and finding the last success of a stage."""
+"""Run manifests for `strata build all`: input hashing and finding the last success of a stage."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from strata.files import sha256_file
 
 # Files up to this size are hashed by content; bigger ones (model weights) by path + size + mtime.
 CONTENT_HASH_LIMIT = 64 * 1024 * 1024
 MANIFEST = "manifest.json"
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON to a temp file beside `path`, then os.replace: readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def file_identity(path: Path) -> str:
@@ -34,11 +19,7 @@ def file_identity(path: Path) -> str:
     stat = path.stat()
     if stat.st_size > CONTENT_HASH_LIMIT:
         return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + sha256_file(path)
 
 
 def _files(path: Path) -> Iterable[tuple[str, Path]]:

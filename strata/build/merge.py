@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from strata.build import layers
-from strata.build.manifest import write_json_atomic
 from strata.errors import StrataError
+from strata.files import atomic_write_json, sha256_file
 from strata.settings import Settings
 
 RECORD = "merge_record.json"
@@ -50,7 +50,7 @@ def _check_stack(dirs: list[Path], base_fp: str, echo: Callable[[str], None]) ->
     below: list[str | None] = []
     for folder in dirs:
         summary = layers.read_summary(folder)
-        sha = layers.file_sha256(folder / "adapter_model.safetensors")
+        sha = sha256_file(folder / "adapter_model.safetensors")
         if summary is not None:
             if summary.get("base_fingerprint") not in (None, base_fp):
                 raise StrataError(f"{folder} was trained on another base model (fingerprint {summary['base_fingerprint']}, "
@@ -133,7 +133,7 @@ def merge_levels(settings: Settings, levels: list[int] | None = None, out: Path 
         template = has_chat_template(tmp)
         if not template:
             echo(f"warning: {base_dir} has no chat template; `strata build convert` will refuse the model until one is added.")
-        write_json_atomic(tmp / RECORD, {
+        atomic_write_json(tmp / RECORD, {
             "base_model": str(base_dir), "base_fingerprint": base_fp, "levels": described,
             "dtype": str(dtype).removeprefix("torch."), "device": device, "copied_from_base": copied,
             "chat_template": template, "merged_fingerprint": layers.fingerprint(tmp),

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from strata.build import manifest as mf
 from strata.errors import StrataError
+from strata.files import atomic_write_json
 from strata.settings import Settings
 
 Echo = Callable[[str], None]
@@ -179,7 +180,7 @@ def run_stages(settings: Settings, stages: list[Stage], options: Options, *, for
                 echo(f"{label}: skipped (inputs unchanged since run {entry['from_run']}, outputs present)")
             else:
                 echo(f"{label} ...")
-                mf.write_json_atomic(path, record)
+                atomic_write_json(path, record)
                 result = stage.run(settings, options, echo)
                 declared = [str(resolve(settings, options, k)) for k in stage.outputs]
                 entry.update(status="ok", result=result, from_run=run_id,
@@ -194,15 +195,15 @@ def run_stages(settings: Settings, stages: list[Stage], options: Options, *, for
                 entry.update(status="failed", error="interrupted")
                 record["status"] = "interrupted"
             entry["duration_s"] = round(time.monotonic() - started, 3)
-            mf.write_json_atomic(path, record)
+            atomic_write_json(path, record)
         if entry["status"] == "failed":
             record["stages"] += [{"name": s.name, "status": "not run"} for s in stages[number:]]
             record["finished"] = datetime.now(timezone.utc).isoformat()
-            mf.write_json_atomic(path, record)
+            atomic_write_json(path, record)
             raise StrataError(f"stage {stage.name} failed: {entry['error']}\nManifest: {path}. Fix the cause and run "
                               f"`strata build all` again: unchanged stages are skipped and it continues from {stage.name}.")
     record.update(status="ok", finished=datetime.now(timezone.utc).isoformat())
-    mf.write_json_atomic(path, record)
+    atomic_write_json(path, record)
     return record | {"manifest": str(path)}
 
 

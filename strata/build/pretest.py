@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from strata.build.datafiles import atomic_write_json, now_iso, pdfs_by_topic, sha256_file
+from strata.build.datafiles import pdfs_by_topic
 from strata.build.pdftext import page_stats
 from strata.errors import StrataError
+from strata.files import atomic_write_json, now_iso, sha256_file
 from strata.presets import load_preset
 from strata.settings import Settings
 

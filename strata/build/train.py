@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +16,7 @@ from strata.build import batches, checkpoints, layers
 from strata.build.basemodel import resolve_base_model
 from strata.build.trainconfig import TrainPreset, load_train_preset
 from strata.errors import StrataError
+from strata.files import sha256_file
 from strata.settings import Settings
 
 
@@ -185,7 +186,7 @@ def _loop(job: Job, model: Any, blocks: list, val_blocks: list, plan: list, toke
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * len(plan)), len(plan))
-    identity = {"total_steps": len(plan), "dataset_sha256": layers.file_sha256(ctx["settings"].train_jsonl),
+    identity = {"total_steps": len(plan), "dataset_sha256": sha256_file(ctx["settings"].train_jsonl),
                 "blocks": len(blocks)}
     checkpoint = checkpoints.resolve_resume(job.out, resume_from)
     state: dict[str, Any] = {"log": [], "tokens_seen": 0, "train_seconds": 0.0}

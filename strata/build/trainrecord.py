@@ -15,6 +15,7 @@ from typing import Any
 from strata.build import layers
 from strata.build.adapter_gguf import DORA_MESSAGE, FINGERPRINT_KEY, export_adapter_gguf
 from strata.build.lossplot import plot_loss, write_loss_log
+from strata.files import sha256_file
 
 GGUF = "adapter.gguf"
 
@@ -68,7 +69,7 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
         "dataset": {
             "train": str(settings.train_jsonl), "train_sha256": run["dataset_sha256"],
             "val": str(settings.val_jsonl),
-            "val_sha256": layers.file_sha256(settings.val_jsonl) if settings.val_jsonl.is_file() else None,
+            "val_sha256": sha256_file(settings.val_jsonl) if settings.val_jsonl.is_file() else None,
             "records": len(job.records), "val_records": len(job.val_records),
             "topics": sorted({r.get("topic") or "general" for r in job.records}),
             "blocks": run["blocks"], "val_blocks": run["val_blocks"], "tokens": run["tokens"],
@@ -76,7 +77,7 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
         "base_model": str(ctx["base_dir"]),
         "base_fingerprint": base_fp,
         "levels_below": layers.describe_levels(below),
-        "adapter_sha256": layers.file_sha256(stage / "adapter_model.safetensors"),
+        "adapter_sha256": sha256_file(stage / "adapter_model.safetensors"),
         "metrics": {
             "steps": run["total_steps"],
             "resumed_from_step": run["resumed_from_step"],

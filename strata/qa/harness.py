@@ -13,7 +13,8 @@ from strata.errors import StrataError
 from strata.qa import metrics as m
 from strata.qa.client import QAClient, ServerError
 from strata.qa.plan import BASE, Gate, Layer, adapter_roots, build_plan, discover_layers, parse_gate
-from strata.qa.prompts import PromptItem, PromptSet, from_val as val_prompts, load_prompt_set, val_texts
+from strata.qa.prompts import PromptItem, PromptSet, load_prompt_set, val_texts
+from strata.qa.prompts import from_val as val_prompts
 from strata.settings import Settings
 
 DEFAULT_MAX_TOKENS = 64

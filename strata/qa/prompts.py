@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import yaml
 
 from strata.errors import StrataError
+from strata.files import read_jsonl
 from strata.presets import from_mapping, preset_path
 
 DEFAULT_SET = "qa/asc"
@@ -110,19 +110,7 @@ def from_val(val_jsonl: Path, count: int) -> PromptSet:
 
 def read_val(val_jsonl: Path) -> list[dict]:
     """Every record of val.jsonl; a missing or malformed file says how to make it."""
-    if not Path(val_jsonl).is_file():
-        raise StrataError(f"{val_jsonl} not found; run `strata build dataset` first or use --prompts FILE.yaml")
-    records = []
-    for number, line in enumerate(Path(val_jsonl).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise StrataError(f"{val_jsonl} line {number} is not JSON ({exc}); rebuild it with `strata build dataset`") from None
-        if not isinstance(record, dict):
-            raise StrataError(f"{val_jsonl} line {number} must be a JSON object, got {type(record).__name__}")
-        records.append(record)
+    records = read_jsonl(val_jsonl, "run `strata build dataset` first or use --prompts FILE.yaml")
     if not records:
         raise StrataError(f"{val_jsonl} is empty; rebuild it with `strata build dataset`")
     return records

@@ -65,7 +65,7 @@ def test_from_val_errors_are_clear(workspace):
     with pytest.raises(StrataError, match="strata build dataset"):
         from_val(workspace.val_jsonl, 3)
     workspace.val_jsonl.write_text("{not json\n")
-    with pytest.raises(StrataError, match="line 1 is not JSON"):
+    with pytest.raises(StrataError, match=r"val.jsonl:1 is not valid JSON"):
         from_val(workspace.val_jsonl, 3)
     with pytest.raises(StrataError, match="positive count"):
         from_val(workspace.val_jsonl, 0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from strata.build.archive import archive_pdfs
-from strata.build.datafiles import sha256_file
 from strata.errors import StrataError
+from strata.files import sha256_file
 from strata.kit.pdfs import BAD_KINDS, load_corpus
 
 TOPICS = sorted(load_corpus())

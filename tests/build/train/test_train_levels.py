@@ -11,6 +11,7 @@ from strata.build import layers
 from strata.build.adapter_gguf import FINGERPRINT_KEY, read_metadata
 from strata.build.fidelity import gguf_logits, hf_logits, relative_error
 from strata.errors import StrataError
+from strata.files import sha256_file
 from strata.settings import Settings
 
 PROMPT = "A lessee classifies each lease at commencement as either a finance lease or an operating lease."
@@ -30,7 +31,7 @@ def test_training_lowers_eval_loss_and_writes_every_record(trained):
         metrics = record["metrics"]
         assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
         assert metrics["steps"] == 12 and metrics["tokens_per_s"] > 0
-        assert record["dataset"]["train_sha256"] == layers.file_sha256(trained.train_jsonl)
+        assert record["dataset"]["train_sha256"] == sha256_file(trained.train_jsonl)
         assert record["base_fingerprint"] == layers.fingerprint(trained.base_model)
         assert {"torch", "transformers", "peft"} <= set(record["versions"])
         steps = [json.loads(line) for line in (folder / "loss.jsonl").read_text().splitlines()]
@@ -136,7 +137,7 @@ def test_stale_level_below_is_refused(trained, ws):
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(StrataError, match="does not match its training summary: train level 1 first"):
         layers.levels_below(ws, 3)
-    record["adapter_sha256"] = layers.file_sha256(weights)
+    record["adapter_sha256"] = sha256_file(weights)
     (ws.peft / "level1" / "training_summary.json").write_text(json.dumps(record))
     with pytest.raises(StrataError, match="older versions of the levels below it: train level 2 first"):
         layers.levels_below(ws, 3)
