@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 import pymupdf
+import pytest
 
 from strata.kit.pdfs import (  # noqa: E402
     BAD_KINDS,

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-
 CHAT = {"messages": [{"role": "user", "content": "What is a lease?"}], "max_tokens": 8, "temperature": 0.0}
 
 
