@@ -88,8 +88,7 @@ def machine() -> dict:
                 if line.startswith("MemTotal")), "0")
     return {"cpu": next((line.split(":", 1)[1].strip() for line in lscpu if line.startswith("Model name")), "?"),
             "cores": os.cpu_count(), "mem_gb": round(int(mem) / 1e6, 1), "lscpu_head": lscpu[:10],
-            "python": platform.python_version(), "llama_cpp_python": metadata.version("llama-cpp-python"),
-            "loadavg_start": os.getloadavg()}
+            "python": platform.python_version(), "llama_cpp_python": metadata.version("llama-cpp-python")}
 
 
 def session(spec: PeerSpec, rnd: int, args, model, out: Path, data: dict) -> None:
@@ -128,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "runs" / f"bench-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
+    load_start = os.getloadavg()
     notes: list[str] = []
     version = metadata.version("llama-cpp-python")
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"WARNING: {name} round {rnd}: {exc}", flush=True)
 
     info_machine = machine()
-    info_machine["loadavg_end"] = os.getloadavg()
+    info_machine.update(loadavg_start=load_start, loadavg_end=os.getloadavg())
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     raw = {"machine": info_machine, "config": config,
            "model": {"gguf": str(model.gguf), **{k: model.meta[k] for k in ("gguf_bytes", "weight_bytes_per_token")},
