@@ -73,3 +73,15 @@ def test_every_leaf_command_takes_workspace():
 def test_python_dash_m_strata_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "strata", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "build" in done.stdout
+
+
+def test_every_seed_alias_resolves_to_a_build_command():
+    from strata.cli.build import SEED_ALIASES, build
+
+    ctx = click.Context(build)
+    for alias, target in SEED_ALIASES.items():
+        name, command, rest = build.resolve_command(ctx, [alias, "--help"])
+        assert command is not None and name == target.split()[0], alias
+        assert rest == target.split()[1:] + ["--help"]
+    result = CliRunner().invoke(main, ["build", "train_level2", "--help"])
+    assert result.exit_code == 0 and "--per-topic" in result.output

@@ -10,6 +10,19 @@ from strata.settings import Settings
 COMMANDS: list[click.Command] = []
 
 
+def training_knobs(func):
+    """Options shared by `train` and `all` that override the level presets for quick or custom runs."""
+    for option in reversed([
+        click.option("--max-train-samples", type=click.IntRange(1), default=None, help="Use at most this many training records."),
+        click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's epochs."),
+        click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop each adapter after this many optimiser steps."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's learning rate."),
+        click.option("--no-progress", is_flag=True, help="Hide progress bars."),
+    ]):
+        func = option(func)
+    return func
+
+
 @click.command("train")
 @click.option("--level", type=click.IntRange(1), default=1, show_default=True,
               help="Level N trains on the base with levels 1..N-1 merged in, using presets/levels/levelN.yaml.")
@@ -19,16 +32,12 @@ COMMANDS: list[click.Command] = []
               help="Adapter kind. DoRA trains but cannot be exported to GGUF: merge it instead.")
 @click.option("--quantization", type=click.Choice(["none", "int8", "int4"]), default="none", show_default=True,
               help="Load the base in 8/4-bit through bitsandbytes (QLoRA). CUDA only.")
-@click.option("--max-train-samples", type=click.IntRange(1), default=None, help="Use at most this many training records.")
 @click.option("--dry-run", is_flag=True, help="Load everything and print the plan (params, tokens, steps, output dir); train and write nothing.")
 @click.option("--resume-from", default=None, help="A checkpoint dir (…/checkpoints/step-N), or `auto` for the latest one.")
 @click.option("--base-model", default=None, help="A local HF model dir or a Hugging Face hub id (default: BASE_MODEL).")
 @click.option("--preset", default=None, help="Preset name under presets/ or a .yaml path (default: levels/levelN).")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's epochs.")
-@click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's learning rate.")
 @click.option("--save-steps", type=click.IntRange(1), default=None, help="Write a resumable checkpoint every N steps.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@training_knobs
 @workspace_option
 @friendly_errors
 def train(settings: Settings, level: int, per_topic: bool, topics: str | None, peft_kind: str, quantization: str,
@@ -97,23 +106,21 @@ def convert(settings: Settings, hf_dir: str | None, quant: str, out: str | None,
 
 @click.command("all")
 @click.option("--per-topic/--no-per-topic", default=True, show_default=True,
-              help="Also train one layer per topic on top of the highest level.")
+              help="Also train one layer per topic on base + every level (the model convert serves).")
 @click.option("--levels", default="1,2,3", show_default=True, help="Comma-separated levels to train and merge.")
 @click.option("--quant", default="Q4_K_M", show_default=True, help="Quantization type for MODEL_PATH.")
 @click.option("--force", is_flag=True, help="Run every stage even when its inputs are unchanged.")
-@click.option("--max-steps", type=click.IntRange(1), default=None, help="Cap optimiser steps per adapter (quick runs).")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Override every level's epochs.")
-@click.option("--max-train-samples", type=click.IntRange(1), default=None, help="Use at most this many training records.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@training_knobs
 @workspace_option
 @friendly_errors
 def all_stages(settings: Settings, per_topic: bool, levels: str, quant: str, force: bool, max_steps: int | None,
-               epochs: float | None, max_train_samples: int | None, no_progress: bool) -> None:
+               epochs: float | None, lr: float | None, max_train_samples: int | None, no_progress: bool) -> None:
     """pretest -> dataset -> levels -> merge -> convert -> archive, skipping unchanged stages; writes runs/<id>/manifest.json."""
     from strata.build.pipeline import run_all
 
     record = run_all(settings, per_topic=per_topic, levels=_int_list(levels) or [], quant=quant, force=force,
-                     train_overrides={"max_steps": max_steps, "epochs": epochs, "max_train_samples": max_train_samples},
+                     train_overrides={"max_steps": max_steps, "epochs": epochs, "lr": lr,
+                                      "max_train_samples": max_train_samples},
                      progress=not no_progress, echo=click.echo)
     click.echo(f"run {record['run_id']}: " + ", ".join(f"{s['name']} {s['status']}" for s in record["stages"]))
     click.echo(f"manifest: {record['manifest']}")
