@@ -30,6 +30,7 @@ demo: install
 	$(VENV)/bin/strata demo
 
 bench: install
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench/run.py
 
 clean-venv:
