@@ -65,10 +65,11 @@ def lora_dirs(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
         peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False))
-        with torch.no_grad():  # scale B up so each adapter clearly changes greedy outputs
+        with torch.no_grad():  # scale B up so each adapter clearly changes greedy outputs (x40 overflowed
+            # llama.cpp's F16 path: GGUF-vs-merged error jumped from 1e-3 to 9e-2)
             for param_name, param in peft_model.named_parameters():
                 if "lora_B" in param_name:
-                    param.mul_(40.0)
+                    param.mul_(10.0)
         folder = root / name
         peft_model.save_pretrained(folder)
         convert_lora(folder, tiny_base, folder / "adapter.gguf")

@@ -24,7 +24,7 @@ class Block:
 def load_records(path: Path, topics: list[str] | None = None, max_samples: int | None = None,
                  what: str = "training data") -> list[dict[str, Any]]:
     """Read a dataset JSONL, keep `topics` (None: all), cap at `max_samples`; name the missing step if absent."""
-    records = read_jsonl(path, f"{what}: run `strata build dataset` (it writes data/processed/train.jsonl and val.jsonl)")
+    records = read_jsonl(path, f"{what}: run `strata build dataset` first (it writes data/processed/train.jsonl and val.jsonl)")
     if topics is not None:
         wanted = set(topics)
         records = [r for r in records if r.get("topic") in wanted]

@@ -32,11 +32,13 @@ def hf_logits(model_dir: Path, tokens: list[int]) -> np.ndarray:
 def gguf_logits(model_path: Path, tokens: list[int], lora: list[tuple[Path, float]] = (), n_threads: int = 2) -> np.ndarray:
     """Logits [n_tokens, vocab] from llama.cpp for one token sequence, optionally with GGUF LoRAs applied."""
     import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
 
     llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=max(64, len(tokens) + 8), logits_all=True,
                           n_threads=n_threads, n_batch=max(64, len(tokens)), verbose=False)
     try:
-        adapters = [llama_cpp.llama_adapter_lora_init(llm.model, str(path).encode()) for path, _ in lora]
+        with suppress_stdout_stderr():  # llama.cpp logs a harmless CPU_REPACK fallback per tensor at error level
+            adapters = [llama_cpp.llama_adapter_lora_init(llm.model, str(path).encode()) for path, _ in lora]
         if lora:
             if not all(adapters):
                 raise ValueError(f"llama.cpp could not load one of {[str(p) for p, _ in lora]}")

@@ -73,7 +73,11 @@ class Engine:
         meta, shapes = ad.read_adapter_meta(file)
         ad.check_compatible(file, meta, shapes, self.base)
         started = time.perf_counter()
-        handle = self._lib.llama_adapter_lora_init(self.llm.model, str(file).encode())
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        # llama.cpp reports its harmless CPU_REPACK fallback per tensor at error level; keep the log readable.
+        with suppress_stdout_stderr(disable=self.config.verbose):
+            handle = self._lib.llama_adapter_lora_init(self.llm.model, str(file).encode())
         if not handle:
             raise ApiError(422, f"llama.cpp could not load the LoRA {file} for this base model (see the server log); "
                                 "check that it was exported from this base.")
