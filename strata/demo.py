@@ -36,11 +36,48 @@ def _tiny_base(settings: Settings, echo: Callable[[str], None], steps: int = 300
     return f"tiny Llama base at {base}"
 
 
+# Sized for 2 CPU cores and the tiny model (short blocks, few steps, a higher lr so the adapters visibly learn);
+# real runs use the level presets as they are.
+QUICK_TRAINING = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
+
+
+def _train_all(settings: Settings, echo: Callable[[str], None]) -> str:
+    from strata.build.pipeline import run_all
+
+    record = run_all(settings, per_topic=True, levels=(1, 2, 3), quant="Q4_K_M", train_overrides=QUICK_TRAINING,
+                     echo=echo)
+    fid = next(s for s in record["stages"] if s["name"] == "convert")["result"]
+    ppl = fid["perplexity"]
+    return (f"{fid['model_path']}: F16 vs HF rel err {fid['relative_error']:.1e}, top-1 {fid['top1_agreement']:.2f}, "
+            f"perplexity F16 {ppl['F16']:.1f} -> {fid['quant']} {ppl[fid['quant']]:.1f}; manifest {record['manifest']}")
+
+
+def _topic_layers(settings: Settings) -> list[Path]:
+    """Adapter dirs trained per topic (their summary names a topic): these sit on the served model."""
+    import json
+
+    from strata.qa.plan import discover_layers
+
+    return [d for d in discover_layers(settings.peft)
+            if json.loads((d / "training_summary.json").read_text()).get("topic")]
+
+
+def _serve_qa(settings: Settings, echo: Callable[[str], None]) -> str:
+    from strata.qa.harness import run_qa
+
+    topics = _topic_layers(settings)
+    blends = [f"blend={topics[0].name}:0.6,{topics[1].name}:0.4"] if len(topics) > 1 else []
+    results = run_qa(settings, model=settings.model_path, layers=topics, blends=blends, max_tokens=32, echo=echo)
+    failed = [layer["name"] for layer in results["layers"] if layer["status"] != "ok"]
+    note = f" ({len(failed)} layer(s) failed to load: {', '.join(failed)})" if failed else ""
+    return f"QA report: {Path(results['report_dir']) / 'report.html'}{note}"
+
+
 STAGES: list[Stage] = [
     Stage("sample PDFs", _sample_pdfs),
     Stage("tiny base model", _tiny_base),
-    Stage("build train_all (pretest -> dataset -> levels -> merge -> GGUF -> archive)", None),
-    Stage("serve + QA across layers", None),
+    Stage("build train_all (pretest -> dataset -> levels -> topics -> merge -> GGUF -> archive)", _train_all),
+    Stage("serve + QA across topic layers and a blend", _serve_qa),
 ]
 
 
