@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -185,7 +184,8 @@ def _loop(job: Job, model: Any, blocks: list, val_blocks: list, plan: list, toke
     device, pad_id = ctx["device"], tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * len(plan)), len(plan))
+    # floor, not ceil: a run shorter than 1/warmup_ratio steps gets no warmup instead of a wasted lr=0 first step
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
     identity = {"total_steps": len(plan), "dataset_sha256": sha256_file(ctx["settings"].train_jsonl),
                 "blocks": len(blocks)}
     checkpoint = checkpoints.resolve_resume(job.out, resume_from)

@@ -13,7 +13,7 @@ from strata.build.pipeline import run_all
 from strata.cli import main as cli
 from strata.errors import StrataError
 
-QUICK = {"max_steps": 1, "max_train_samples": 8}
+QUICK = {"max_steps": 1, "max_train_samples": 8, "lr": 5e-2}  # one big step: adapters visibly move logits
 TOPICS = ("ASC_Leases", "ASC_Intangibles")
 
 
@@ -46,7 +46,9 @@ def _topic_layer_serves_what_was_trained(settings, topic_dir: Path) -> None:
     tokens = AutoTokenizer.from_pretrained(settings.merged)("A lessee measures the lease liability.")["input_ids"]
     f16 = next(settings.models.glob("*.F16.gguf"))
     want = hf_logits(settings.workspace / "merged_plus_topic", tokens)
-    assert relative_error(gguf_logits(f16, tokens, lora=[(topic_dir / "adapter.gguf", 1.0)]), want) < 1e-2
+    error = relative_error(gguf_logits(f16, tokens, lora=[(topic_dir / "adapter.gguf", 1.0)]), want)
+    effect = relative_error(gguf_logits(f16, tokens), want)  # served model without the topic layer
+    assert error < 1e-2 and effect > 3 * error, (error, effect)
 
 
 def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspace):
@@ -67,7 +69,7 @@ def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspac
     assert any("F16 vs HF" in line for line in lines)  # stage output printed as it goes
     _topic_layer_serves_what_was_trained(settings, Path(topics[0]))
 
-    again = CliRunner().invoke(cli, ["build", "train_all", "--levels", "1,2", "--max-steps", "1",
+    again = CliRunner().invoke(cli, ["build", "train_all", "--levels", "1,2", "--max-steps", "1", "--lr", "5e-2",
                                      "--max-train-samples", "8", "--no-progress"])
     assert again.exit_code == 0, again.output
     second = json.loads(Path(again.output.strip().splitlines()[-1].removeprefix("manifest: ")).read_text())
