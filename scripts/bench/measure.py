@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import threading
 import time
@@ -11,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+
+from strata.qa.client import sse_events
 
 # A prompt the greedy random-weight model does not end early on; a per-request prefix defeats prefix caches.
 PROMPT = ("The lessee shall recognize a right-of-use asset and a lease liability at the commencement date. "
@@ -43,13 +44,8 @@ def stream_completion(client: httpx.Client, base: str, prompt: str, max_tokens: 
         if resp.status_code != 200:
             resp.read()
             raise RuntimeError(f"{base}/v1/completions answered {resp.status_code}: {resp.text[:300]}")
-        for line in resp.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            choices = json.loads(data).get("choices") or []
+        for event in sse_events(resp):
+            choices = event.get("choices") or []
             if not choices:
                 continue
             now = time.perf_counter()

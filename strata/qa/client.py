@@ -78,7 +78,7 @@ class QAClient:
                 if response.status_code >= 400:
                     response.read()
                     raise ServerError(f"POST /v1/chat/completions -> {response.status_code}: {_error_text(response)}")
-                for event in _sse_events(response):
+                for event in sse_events(response):
                     if event.get("usage"):
                         usage_tokens = event["usage"].get("completion_tokens", usage_tokens)
                     for choice in event.get("choices") or []:
@@ -110,7 +110,7 @@ class QAClient:
         return values
 
 
-def _sse_events(response: httpx.Response) -> Any:
+def sse_events(response: httpx.Response) -> Any:
     """The JSON objects of an SSE stream (`data: {...}` lines), stopping at `data: [DONE]`."""
     for line in response.iter_lines():
         if not line.startswith("data:"):
