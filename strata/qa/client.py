@@ -111,7 +111,8 @@ class QAClient:
 
 
 def sse_events(response: httpx.Response) -> Any:
-    """The JSON objects of an SSE stream (`data: {...}` lines), stopping at `data: [DONE]`."""
+    """The JSON objects of an SSE stream (`data: {...}` lines), stopping at `data: [DONE]`; a stream that ends
+    without `[DONE]` was cut short and raises ServerError."""
     for line in response.iter_lines():
         if not line.startswith("data:"):
             continue
@@ -125,6 +126,7 @@ def sse_events(response: httpx.Response) -> Any:
         if isinstance(event, dict) and "error" in event:
             raise ServerError(f"stream error: {_message(event)}")
         yield event
+    raise ServerError("stream ended without [DONE]; the server stopped mid-reply (see its log).")
 
 
 def _adapter_list(payload: Any) -> list[dict]:

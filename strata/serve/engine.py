@@ -28,6 +28,11 @@ class Ref:
     path: str | None = None
 
 
+def too_long(exc: ValueError) -> ApiError:
+    """llama-cpp-python's ValueError (e.g. a prompt longer than the context window) as a 400 with the fix."""
+    return ApiError(400, f"{exc}; shorten the prompt or start the server with a larger --n_ctx.")
+
+
 class Engine:
     """Owns llama.cpp state. Every public coroutine takes the lock, so generations and adapter changes never
     interleave; blocking llama.cpp calls run in the thread pool."""
@@ -204,7 +209,7 @@ class Engine:
         try:
             return self._call(kind)(**params)
         except ValueError as exc:  # e.g. prompt longer than the context window
-            raise ApiError(400, f"{exc}; shorten the prompt or start the server with a larger --n_ctx.") from None
+            raise too_long(exc) from None
 
     async def generate(self, kind: str, params: dict[str, Any], refs: list[Ref] | None) -> dict[str, Any]:
         """One non-streaming completion ("chat" or "text") under `refs` (None: the global set)."""
@@ -217,7 +222,13 @@ class Engine:
             chunks = await run_in_threadpool(self._run, kind, {**params, "stream": True}, refs)
             done = object()
             try:
-                while (chunk := await run_in_threadpool(next, chunks, done)) is not done:
+                while True:
+                    try:  # a streamed call only checks the prompt on its first next()
+                        chunk = await run_in_threadpool(next, chunks, done)
+                    except ValueError as exc:
+                        raise too_long(exc) from None
+                    if chunk is done:
+                        break
                     yield chunk
             finally:
                 chunks.close()  # stops llama.cpp's generator at once; the engine is free for the next request

@@ -113,3 +113,29 @@ def test_api_key(config_for):
         assert client.post("/v1/completions", json=body).json()["error"]["type"] == "authentication_error"
         ok = client.post("/v1/completions", json=body, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200 and ok.json()["choices"][0]["text"] is not None
+
+
+def test_prompt_longer_than_context_is_an_error_streamed_or_not(api, complete):
+    from strata.qa.client import ServerError, sse_events
+
+    body = {"prompt": "Revenue is recognized when " * 200, "max_tokens": 4, "temperature": 0}  # > n_ctx=512
+    whole = api.post("/v1/completions", json=body)
+    assert whole.status_code == 400 and "--n_ctx" in whole.json()["error"]["message"]
+    with api.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
+        lines = [line[6:] for line in reply.iter_lines() if line.startswith("data: ")]
+    assert lines and "[DONE]" not in lines  # not a silently cut stream: an error event, then the end
+    assert "--n_ctx" in lines[-1] and '"error"' in lines[-1]
+    with api.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
+        with pytest.raises(ServerError, match="n_ctx"):
+            list(sse_events(reply))
+    assert complete(api, max_tokens=4)  # the engine (and its lock) is free again
+
+
+def test_qa_client_rejects_a_stream_cut_before_done():
+    from strata.qa.client import ServerError, sse_events
+
+    cut = httpx.Response(200, content=b'data: {"choices": []}\n\n')
+    with pytest.raises(ServerError, match="without \\[DONE\\]"):
+        list(sse_events(cut))
+    whole = httpx.Response(200, content=b'data: {"choices": []}\n\ndata: [DONE]\n\n')
+    assert list(sse_events(whole)) == [{"choices": []}]
