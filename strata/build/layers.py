@@ -105,7 +105,11 @@ def load_base_with_levels(base_dir: Path, level_dirs: list[Path], dtype: Any, **
 
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype, **load_kwargs)
     for folder in level_dirs:
-        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+        try:
+            model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+        except Exception as exc:  # corrupt or foreign adapter files: name the level, not the library internals
+            raise StrataError(f"cannot load the adapter in {folder} ({type(exc).__name__}: {exc}); retrain it "
+                              f"(strata build train) or restore its files.") from exc
     return model
 
 

@@ -70,7 +70,7 @@ def test_failed_merge_keeps_previous_merged_dir(two_levels):
     merge_levels(two_levels, [1], echo=lambda _: None)
     before = (two_levels.merged / "model.safetensors").read_bytes()
     (two_levels.peft / "level2" / "adapter_model.safetensors").write_bytes(b"broken")
-    with pytest.raises(Exception):
+    with pytest.raises(StrataError, match="level2"):
         merge_levels(two_levels, [1, 2], echo=lambda _: None)
     assert (two_levels.merged / "model.safetensors").read_bytes() == before
     assert [p.name for p in two_levels.peft.iterdir() if p.name.startswith(".merged")] == []
