@@ -14,6 +14,8 @@ from pathlib import Path
 
 from llama_server import cache_root
 
+from strata.kit.tiny_base import TinySpec
+
 LORA_NAMES = ("alpha", "beta", "gamma")  # alpha and beta are loaded at start; gamma is the "new" adapter
 
 
@@ -21,13 +23,8 @@ LORA_NAMES = ("alpha", "beta", "gamma")  # alpha and beta are loaded at start; g
 class BenchModelSpec:
     """Shape of the bench model: big enough (>= 200 MB at Q4_K_M) that decode reads a lot of memory per token."""
 
-    hidden: int = 2048
-    intermediate: int = 5632
-    layers: int = 10
-    heads: int = 16
-    kv_heads: int = 4
-    vocab: int = 2048
-    context: int = 2048
+    model: TinySpec = TinySpec(hidden=2048, intermediate=5632, layers=10, heads=16, kv_heads=4, vocab=2048,
+                               context=2048)
     lora_rank: int = 16
     quant: str = "Q4_K_M"
     seed: int = 0
@@ -59,7 +56,7 @@ def ensure_bench_model(spec: BenchModelSpec = BenchModelSpec(), log=print) -> Be
         work = Path(tempfile.mkdtemp(dir=root.parent, prefix=".build-"))
         try:
             start = time.perf_counter()
-            log(f"making the bench model once ({spec.layers} layers, hidden {spec.hidden}, {spec.quant}) in {root}")
+            log(f"making the bench model once ({spec.model.layers} layers, hidden {spec.model.hidden}, {spec.quant}) in {root}")
             meta = _build(spec, work, log)
             meta["built_s"] = round(time.perf_counter() - start, 1)
             (work / "meta.json").write_text(json.dumps(meta, indent=2))
@@ -73,13 +70,11 @@ def ensure_bench_model(spec: BenchModelSpec = BenchModelSpec(), log=print) -> Be
 
 def _build(spec: BenchModelSpec, work: Path, log) -> dict:
     from strata.kit.texts import corpus_texts
-    from strata.kit.tiny_base import TinySpec, make_tiny_base
+    from strata.kit.tiny_base import make_tiny_base
     from strata.llamacpp import convert_hf, convert_lora
 
     hf = work / "hf"
-    tiny = TinySpec(hidden=spec.hidden, intermediate=spec.intermediate, layers=spec.layers, heads=spec.heads,
-                    kv_heads=spec.kv_heads, vocab=spec.vocab, context=spec.context)
-    make_tiny_base(hf, corpus_texts(), tiny, pretrain_steps=0, seed=spec.seed)
+    make_tiny_base(hf, corpus_texts(), spec.model, pretrain_steps=0, seed=spec.seed)
     if spec.eos_guard:
         _guard_eos(hf)
     log("  HF model written; making LoRAs")

@@ -97,7 +97,7 @@ def markdown(raw: dict, summary: dict) -> str:
     tokens = {peer: p[peer]["tokens"] for peer in p}
     notes = [
         "",
-        f"- Model: random-weight Llama ({model['spec']['layers']} layers, hidden {model['spec']['hidden']}), "
+        f"- Model: random-weight Llama ({model['spec']['model']['layers']} layers, hidden {model['spec']['model']['hidden']}), "
         f"{model['spec']['quant']}, {model['gguf_bytes'] / 1e6:.0f} MB GGUF; "
         f"{model['weight_bytes_per_token'] / 1e6:.0f} MB of weights read per decoded token.",
         f"- Memory bandwidth (numpy, {bw['threads']} threads): read {bw['read_gbs']:.1f} GB/s, copy (read + write) "

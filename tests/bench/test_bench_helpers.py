@@ -20,7 +20,7 @@ def _raw(peers: dict) -> dict:
     return {
         "bandwidth": {"read_gbs": 10.0, "copy_gbs": 8.0, "bandwidth_gbs": 10.0, "threads": 2, "array_mb": 64},
         "model": {"weight_bytes_per_token": 250_000_000, "gguf_bytes": 260_000_000,
-                  "spec": {"layers": 10, "hidden": 2048, "quant": "Q4_K_M"}},
+                  "spec": {"model": {"layers": 10, "hidden": 2048}, "quant": "Q4_K_M"}},
         "config": {"rounds": 2, "repeats": 2, "max_tokens": 32, "switches": 4, "threads": 2, "n_ctx": 512},
         "peers": peers, "notes": ["llama-server not run: build failed"],
     }
