@@ -6,13 +6,14 @@ import json
 import logging
 import secrets
 import time
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -142,13 +143,15 @@ async def _stream(engine: Engine, metrics: Metrics, kind: str, req: CompletionRe
     async def events() -> AsyncIterator[dict[str, str]]:
         count = 0
         try:
-            async for chunk in engine.stream(kind, req.params, refs):
-                count += 1
-                yield {"data": dumps({**chunk, "model": name})}
+            # aclosing: on a disconnect the inner generator (llama.cpp's stream and the engine lock) ends at once
+            async with aclosing(engine.stream(kind, req.params, refs)) as chunks:
+                async for chunk in chunks:
+                    count += 1
+                    yield {"data": dumps({**chunk, "model": name})}
             yield {"data": "[DONE]"}
         except ApiError as exc:
             yield {"data": dumps(exc.body())}
-        except anyio.get_cancelled_exc_class():
+        except (GeneratorExit, anyio.get_cancelled_exc_class()):
             metrics.stream_disconnects.inc()
             raise
         finally:
@@ -160,10 +163,12 @@ async def _stream(engine: Engine, metrics: Metrics, kind: str, req: CompletionRe
 async def http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", "error")
+    headers = getattr(exc, "headers", None) or {}
     if status == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}; use POST with a JSON body."
+        allowed = headers.get("Allow") or headers.get("allow") or "another method"
+        detail = f"{request.method} is not allowed on {request.url.path}; use {allowed}."
     response = error_response(ApiError(status, str(detail)))
-    response.headers.update(getattr(exc, "headers", None) or {})
+    response.headers.update(headers)
     return response
 
 
@@ -187,7 +192,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             group.cancel_scope.cancel()
     if runtime.engine is not None:
         engine, runtime.engine = runtime.engine, None
-        engine.close()
+        async with engine.lock:  # never free the model under a worker thread that is still generating
+            await run_in_threadpool(engine.close)
 
 
 def create_app(config: ServeConfig) -> Starlette:

@@ -98,6 +98,11 @@ def test_body_limit_and_method_errors(api):
     assert big.status_code == 413 and big.json()["error"]["type"] == "request_too_large"
     for method in ("HEAD", "GET"):
         assert api.request(method, "/v1/chat/completions").status_code == 405
+    wrong = api.get("/v1/chat/completions")
+    assert wrong.headers["allow"] == "POST" and "use POST" in wrong.json()["error"]["message"]
+    wrong = api.post("/metrics")  # the message follows the route's Allow header, not always POST
+    hint = wrong.json()["error"]["message"].split(";")[1]
+    assert wrong.status_code == 405 and "GET" in hint and "POST" not in hint
     assert api.get("/nowhere").status_code == 404
     assert api.get("/health").json()["status"] == "ok"
 

@@ -90,6 +90,11 @@ def test_disconnect_frees_engine_and_metrics_move(api, lora_dirs, complete):
             if line.startswith("data: "):
                 break  # walk away after the first chunk
     assert complete(api, max_tokens=4)  # the engine is free again
+    freed = api.get("/metrics").text
+    assert metric(freed, "strata_stream_disconnects_total") == metric(before, "strata_stream_disconnects_total") + 1
+    generated = metric(freed, 'strata_tokens_total{kind="completion"}') - metric(
+        before, 'strata_tokens_total{kind="completion"}')
+    assert generated < 100  # the abandoned 400-token stream stopped early (the 4-token completion included)
     api.post("/lora-adapters", json={"adapters": [{"path": str(lora_dirs["alpha"]), "scale": 1.0}]})
     complete(api, max_tokens=4)
     after = api.get("/metrics").text
