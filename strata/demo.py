@@ -2,49 +2,61 @@
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from strata.settings import Settings
+
+Echo = Callable[[str], None]
+# Sized for 2 CPU cores and the tiny model (short blocks, few steps, a higher lr so the adapters visibly learn);
+# real runs use the level presets as they are.
+QUICK_TRAINING = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How big the demo's model and training are; tests shrink them."""
+
+    base_size: str = "demo"
+    pretrain_steps: int = 300
+    training: dict[str, Any] = field(default_factory=lambda: dict(QUICK_TRAINING))
+    qa_max_tokens: int = 32
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One demo step; `run` is None while the stage is not built yet."""
+    """One demo step: `run(settings, options, echo)` returns a one-line outcome."""
 
     name: str
-    run: Callable[[Settings, Callable[[str], None]], str | None] | None
+    run: Callable[[Settings, DemoOptions, Echo], str]
 
 
-def _sample_pdfs(settings: Settings, echo: Callable[[str], None]) -> str:
+def _sample_pdfs(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     from strata.kit.pdfs import write_sample_pdfs
 
     paths = write_sample_pdfs(settings.raw_pdfs, with_bad=True)
     return f"{len(paths)} PDFs in {settings.raw_pdfs} (good and bad)"
 
 
-def _tiny_base(settings: Settings, echo: Callable[[str], None], steps: int = 300) -> str:
+def _tiny_base(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     from strata.kit.texts import corpus_texts
     from strata.kit.tiny_base import SPECS, make_tiny_base
 
     base = Path(settings.base_model)
     if (base / "config.json").is_file():
         return f"reusing {base}"
-    make_tiny_base(base, corpus_texts(settings.raw_pdfs), SPECS["demo"], pretrain_steps=steps, progress=True)
+    make_tiny_base(base, corpus_texts(settings.raw_pdfs), SPECS[options.base_size],
+                   pretrain_steps=options.pretrain_steps, progress=True)
     return f"tiny Llama base at {base}"
 
 
-# Sized for 2 CPU cores and the tiny model (short blocks, few steps, a higher lr so the adapters visibly learn);
-# real runs use the level presets as they are.
-QUICK_TRAINING = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
-
-
-def _train_all(settings: Settings, echo: Callable[[str], None]) -> str:
+def _train_all(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     from strata.build.pipeline import run_all
 
-    record = run_all(settings, per_topic=True, levels=(1, 2, 3), quant="Q4_K_M", train_overrides=QUICK_TRAINING,
+    record = run_all(settings, per_topic=True, levels=(1, 2, 3), quant="Q4_K_M", train_overrides=options.training,
                      echo=echo)
     fid = next(s for s in record["stages"] if s["name"] == "convert")["result"]
     ppl = fid["perplexity"]
@@ -54,20 +66,19 @@ def _train_all(settings: Settings, echo: Callable[[str], None]) -> str:
 
 def _topic_layers(settings: Settings) -> list[Path]:
     """Adapter dirs trained per topic (their summary names a topic): these sit on the served model."""
-    import json
-
+    from strata.build.layers import read_summary
     from strata.qa.plan import discover_layers
 
     return [d for d in discover_layers(settings.peft)
-            if json.loads((d / "training_summary.json").read_text()).get("topic")]
+            if (read_summary(d) or {}).get("topic")]
 
 
-def _serve_qa(settings: Settings, echo: Callable[[str], None]) -> str:
+def _serve_qa(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     from strata.qa.harness import run_qa
 
     topics = _topic_layers(settings)
     blends = [f"blend={topics[0].name}:0.6,{topics[1].name}:0.4"] if len(topics) > 1 else []
-    results = run_qa(settings, model=settings.model_path, layers=topics, blends=blends, max_tokens=32, echo=echo)
+    results = run_qa(settings, model=settings.model_path, layers=topics, blends=blends, max_tokens=options.qa_max_tokens, echo=echo)
     failed = [layer["name"] for layer in results["layers"] if layer["status"] != "ok"]
     note = f" ({len(failed)} layer(s) failed to load: {', '.join(failed)})" if failed else ""
     return f"QA report: {Path(results['report_dir']) / 'report.html'}{note}"
@@ -81,20 +92,17 @@ STAGES: list[Stage] = [
 ]
 
 
-def run_demo(workspace: Path, echo: Callable[[str], None] = print) -> list[tuple[str, str]]:
-    """Run every built stage in order; report the rest as not built yet. Returns (stage, outcome) rows."""
-    settings = Settings.resolve(workspace=workspace)
+def run_demo(workspace: Path, echo: Echo = print, options: DemoOptions = DemoOptions()) -> list[tuple[str, str]]:
+    """Run every stage in order; returns (stage, outcome) rows. Only N_CTX and N_THREADS are taken from the
+    environment: a pod's MODEL_PATH, BASE_MODEL or PDF_ARCHIVE_PATH must never receive the demo's tiny model."""
+    settings = Settings.resolve(workspace=workspace, env={k: v for k, v in os.environ.items() if k in ("N_CTX", "N_THREADS")})
     settings.ensure_skeleton()
     echo(f"demo workspace: {settings.workspace}")
     rows = []
     for number, stage in enumerate(STAGES, 1):
-        if stage.run is None:
-            rows.append((stage.name, "not built yet"))
-            echo(f"[{number}/{len(STAGES)}] {stage.name}: not built yet")
-            continue
         echo(f"[{number}/{len(STAGES)}] {stage.name} ...")
         started = time.monotonic()
-        outcome = stage.run(settings, echo) or "done"
+        outcome = stage.run(settings, options, echo)
         rows.append((stage.name, outcome))
         echo(f"    {outcome} ({time.monotonic() - started:.1f}s)")
     return rows

@@ -6,6 +6,8 @@ import io
 import json
 import math
 import random
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,14 +52,26 @@ def make_tiny_base(
     seed: int = 0,
     progress: bool = False,
 ) -> Path:
-    """Write an HF model dir at `dest` (config, safetensors, tokenizer.model + HF tokenizer files, chat template)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """Write an HF model dir at `dest` (config, safetensors, tokenizer.model + HF tokenizer files, chat template).
+    It is built beside `dest` and renamed into place, so an interrupted run never leaves a half-written model."""
     if not texts or not any(t.strip() for t in texts):
         raise StrataError("the tiny base needs corpus text: pass --corpus DIR with PDFs or .md/.txt files")
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    try:
+        _build(work, texts, spec, pretrain_steps, seed, progress)
+        shutil.rmtree(dest, ignore_errors=True)
+        work.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def _build(dest: Path, texts: list[str], spec: TinySpec, pretrain_steps: int, seed: int, progress: bool) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     tokenizer = _train_tokenizer(dest, texts, spec.vocab, seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -77,10 +91,9 @@ def make_tiny_base(
     losses = _pretrain(model, tokenizer, texts, spec, pretrain_steps, seed, progress) if pretrain_steps else []
     model.save_pretrained(dest)
     model.generation_config.save_pretrained(dest)
-    record = {"spec": asdict(spec), "seed": seed, "pretrain_steps": pretrain_steps,
-              "final_loss": losses[-1] if losses else None, "vocab": len(tokenizer)}
+    record = {"spec": asdict(spec), "seed": seed, "pretrain_steps": pretrain_steps, "vocab": len(tokenizer),
+              "initial_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
     (dest / "strata_kit.json").write_text(json.dumps(record, indent=2))
-    return dest
 
 
 def _train_tokenizer(dest: Path, texts: list[str], vocab: int, seed: int):

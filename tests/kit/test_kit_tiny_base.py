@@ -30,8 +30,8 @@ def test_pretraining_lowers_loss(tiny_base):
     record = json.loads((tiny_base / "strata_kit.json").read_text())
     import math
 
-    assert record["pretrain_steps"] == 60
-    assert record["final_loss"] < math.log(record["vocab"])  # better than uniform guessing
+    assert record["final_loss"] < 0.8 * record["initial_loss"]  # pre-training really learned the corpus
+    assert record["final_loss"] < math.log(record["vocab"])  # and beats uniform guessing
 
 
 def test_same_seed_same_weights(tmp_path):
