@@ -15,7 +15,7 @@ from strata.build import batches, checkpoints, layers
 from strata.build.basemodel import resolve_base_model
 from strata.build.trainconfig import TrainPreset, load_train_preset
 from strata.errors import StrataError
-from strata.files import sha256_file
+from strata.files import read_jsonl, sha256_file
 from strata.settings import Settings
 
 
@@ -48,7 +48,9 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     base_dir = resolve_base_model(settings, base_model)
     below = layers.levels_below(settings, level, base_dir)
     records = batches.load_records(settings.train_jsonl, cfg.topics, max_train_samples)
-    val = batches.load_records(settings.val_jsonl, cfg.topics, what="validation data") if settings.val_jsonl.is_file() else []
+    # held-out text is optional: a small dataset may hold none (or none for these topics); then eval is skipped
+    val = [r for r in read_jsonl(settings.val_jsonl, "rebuild it with `strata build dataset`")
+           if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
     jobs = _jobs(settings, level, per_topic, records, val)
     from transformers import AutoTokenizer
 

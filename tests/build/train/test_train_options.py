@@ -115,3 +115,13 @@ def test_cli_seed_alias_trains_level1(ws, tiny_base, monkeypatch):
     failed = CliRunner().invoke(main, ["build", "train_level2", "--workspace", str(ws.workspace)])
     assert failed.exit_code == 1
     assert "Error: " in failed.output and "train level 1 first (strata build train --level 1)" in failed.output
+
+
+def test_empty_validation_set_trains_without_eval(ws, fast):
+    """A small dataset can hold no held-out sections: training goes on and records no eval loss."""
+    ws.val_jsonl.write_text("")
+    fast.update(max_steps=2)
+    (folder,) = train_level(ws, 1, overrides=fast, max_train_samples=8, progress=False)
+    metrics = summary(folder)["metrics"]
+    assert metrics["steps"] == 2 and metrics["eval_loss_after"] is None
+    assert (folder / "adapter.gguf").is_file()
