@@ -8,7 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import anyio
 from starlette.concurrency import run_in_threadpool
@@ -55,12 +55,17 @@ class Engine:
         self._applied: tuple[tuple[int, float], ...] = ()  # what the llama context holds right now
         self._next_id = 0
         self._tmp = Path(tempfile.mkdtemp(prefix="strata-serve-"))
-        self._convert = ad.peft_converter(config.base_model, self._tmp / "converted")
-        self.roots = self._allowed_roots()
-        start = self._resolve([Ref(scale=s, path=p) for p, s in config.loras])
-        scale = 0.0 if config.lora_init_without_apply else None
-        self.active = {a.id: (s if scale is None else scale) for a, s in start}
-        self._apply(self._wanted(None))
+        try:
+            self._convert = ad.peft_converter(config.base_model, self._tmp / "converted")
+            self.roots = self._allowed_roots()
+            start, fresh = self._resolve([Ref(scale=s, path=p) for p, s in config.loras])
+            scale = 0.0 if config.lora_init_without_apply else None
+            self.active = {a.id: (s if scale is None else scale) for a, s in start}
+            self._apply(self._wanted(None), fresh)
+            self._commit(fresh)
+        except BaseException:  # a bad start --lora: free the model and the temp dir before reporting it
+            self.close()
+            raise
 
     @classmethod
     async def open(cls, config: ServeConfig, metrics: Metrics) -> "Engine":
@@ -92,8 +97,9 @@ class Engine:
         self._next_id += 1
         return adapter
 
-    def _resolve(self, refs: list[Ref]) -> list[tuple[ad.Adapter, float]]:
-        """Refs -> loaded adapters (loading new paths). All or nothing: on error, new loads are freed."""
+    def _resolve(self, refs: list[Ref]) -> tuple[list[tuple[ad.Adapter, float]], list[ad.Adapter]]:
+        """Refs -> (adapters with scales, the freshly loaded ones). The fresh ones are NOT in self.adapters yet:
+        the caller commits them once they are applied, or discards them. On error, new loads are freed here."""
         by_key = {a.key: a for a in self.adapters.values()}
         fresh: list[ad.Adapter] = []
         out: list[tuple[ad.Adapter, float]] = []
@@ -115,25 +121,33 @@ class Engine:
             if len(set(ids)) != len(ids):
                 raise ApiError(400, "the same adapter is listed twice; give each adapter once with its scale.")
         except BaseException:
-            for adapter in fresh:
-                self._lib.llama_adapter_lora_free(adapter.handle)
-            self._next_id -= len(fresh)
+            self._discard(fresh)
             raise
-        for adapter in fresh:
-            self.adapters[adapter.id] = adapter
+        return out, fresh
+
+    def _commit(self, fresh: list[ad.Adapter]) -> None:
+        """Keep freshly loaded adapters. Copy-on-write: listing() iterates self.adapters on the event loop."""
+        if fresh:
+            self.adapters = {**self.adapters, **{a.id: a for a in fresh}}
         self.metrics.loaded_adapters.set(len(self.adapters))
-        return out
+
+    def _discard(self, fresh: list[ad.Adapter]) -> None:
+        for adapter in fresh:
+            self._lib.llama_adapter_lora_free(adapter.handle)
+        self._next_id -= len(fresh)
 
     def _wanted(self, chosen: list[tuple[ad.Adapter, float]] | None) -> tuple[tuple[int, float], ...]:
         pairs = [(a.id, s) for a, s in chosen] if chosen is not None else list(self.active.items())
         return tuple((i, s) for i, s in pairs if s != 0.0)
 
-    def _apply(self, wanted: tuple[tuple[int, float], ...]) -> None:
-        """Put exactly `wanted` on the context; when it changes, drop the KV cache and the cached prefix."""
+    def _apply(self, wanted: tuple[tuple[int, float], ...], fresh: Sequence[ad.Adapter] = ()) -> None:
+        """Put exactly `wanted` (ids of loaded or `fresh` adapters) on the context; when it changes, drop the KV
+        cache and the cached prefix."""
         if wanted == self._applied:
             return
+        pool = {**self.adapters, **{a.id: a for a in fresh}}
         n = len(wanted)
-        handles = (self._lib.llama_adapter_lora_p_ctypes * n)(*[self.adapters[i].handle for i, _ in wanted])
+        handles = (self._lib.llama_adapter_lora_p_ctypes * n)(*[pool[i].handle for i, _ in wanted])
         scales = (ctypes.c_float * n)(*[s for _, s in wanted])
         if self._lib.llama_set_adapters_lora(self.llm.ctx, handles, n, scales) != 0:
             raise ApiError(422, "llama.cpp refused this adapter set; the previous set is still active.")
@@ -149,19 +163,24 @@ class Engine:
         for a in self.adapters.values():
             newest[a.key[0]] = max(newest.get(a.key[0], 0), a.key[1])
         in_use = set(self.active) | {i for i, _ in self._applied}
-        for a in list(self.adapters.values()):
-            if a.key[1] < newest[a.key[0]] and a.id not in in_use:
-                self._lib.llama_adapter_lora_free(self.adapters.pop(a.id).handle)
+        stale = [a for a in self.adapters.values() if a.key[1] < newest[a.key[0]] and a.id not in in_use]
+        if stale:
+            self.adapters = {i: a for i, a in self.adapters.items() if a not in stale}
+            for a in stale:
+                self._lib.llama_adapter_lora_free(a.handle)
+        self.metrics.loaded_adapters.set(len(self.adapters))
 
     def _set_global(self, refs: list[Ref]) -> list[dict[str, Any]]:
-        chosen = self._resolve(refs)
-        previous = dict(self.active)
+        chosen, fresh = self._resolve(refs)
+        previous = self.active
         self.active = {a.id: s for a, s in chosen}
         try:
-            self._apply(self._wanted(None))
-        except BaseException:
+            self._apply(self._wanted(None), fresh)
+        except BaseException:  # a failed POST changes nothing: old set active, new loads freed
             self.active = previous
+            self._discard(fresh)
             raise
+        self._commit(fresh)
         self._retire_stale()
         return self.active_listing()
 
@@ -175,8 +194,13 @@ class Engine:
         if refs is None:
             return None
         async with self.lock:
-            chosen = await run_in_threadpool(self._resolve, refs)
+            chosen = await run_in_threadpool(self._load_refs, refs)
         return [Ref(scale=s, id=a.id) for a, s in chosen]
+
+    def _load_refs(self, refs: list[Ref]) -> list[tuple[ad.Adapter, float]]:
+        chosen, fresh = self._resolve(refs)
+        self._commit(fresh)
+        return chosen
 
     # -- listing --------------------------------------------------------------------------------------------
     def describe(self, adapter: ad.Adapter) -> dict[str, Any]:
@@ -202,7 +226,16 @@ class Engine:
         return self.llm.create_chat_completion if kind == "chat" else self.llm.create_completion
 
     def _prepare(self, refs: list[Ref] | None) -> None:
-        self._apply(self._wanted(self._resolve(refs) if refs is not None else None))
+        if refs is None:
+            self._apply(self._wanted(None))
+            return
+        chosen, fresh = self._resolve(refs)
+        try:
+            self._apply(self._wanted(chosen), fresh)
+        except BaseException:
+            self._discard(fresh)
+            raise
+        self._commit(fresh)
 
     def _run(self, kind: str, params: dict[str, Any], refs: list[Ref] | None) -> dict[str, Any]:
         self._prepare(refs)
@@ -236,6 +269,6 @@ class Engine:
     def close(self) -> None:
         """Detach adapters from the context, then free the model (llama.cpp frees its adapters with it)."""
         self._lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
-        self.adapters.clear()
+        self.adapters = {}
         self.llm.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
