@@ -13,7 +13,7 @@
 # Extra arguments are passed on to `strata serve`.
 set -euo pipefail
 
-WORKSPACE="${WORKSPACE:-/workspace}"
+export WORKSPACE="${WORKSPACE:-/workspace}"  # strata serve allows adapters under it
 PORT="${PORT:-5000}"
 HOST="${HOST:-0.0.0.0}"
 TTYD_PORT="${TTYD_PORT:-7681}"
