@@ -63,10 +63,9 @@ def sample_text(val_jsonl: Path, records: int) -> tuple[str, str]:
 
 def chat_template(gguf_path: Path) -> str | None:
     """The `tokenizer.chat_template` stored in a GGUF, or None."""
-    from gguf import GGUFReader
+    from strata.build.adapter_gguf import read_metadata
 
-    field = GGUFReader(gguf_path).fields.get("tokenizer.chat_template")
-    return None if field is None else bytes(field.parts[field.data[0]]).decode()
+    return read_metadata(gguf_path, "tokenizer.chat_template")
 
 
 def perplexity(gguf_path: Path, tokens: list[int], n_threads: int) -> float:

@@ -5,15 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-
-def write_loss_log(records: list[dict[str, Any]], path: Path) -> Path:
-    """Write the step records as JSONL, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
-    return path
 
 
 def plot_loss(loss_jsonl: Path, png: Path, title: str = "training loss") -> Path:

@@ -14,8 +14,8 @@ from typing import Any
 
 from strata.build import layers
 from strata.build.adapter_gguf import DORA_MESSAGE, FINGERPRINT_KEY, export_adapter_gguf
-from strata.build.lossplot import plot_loss, write_loss_log
-from strata.files import sha256_file
+from strata.build.lossplot import plot_loss
+from strata.files import atomic_write_jsonl, sha256_file
 
 GGUF = "adapter.gguf"
 
@@ -33,7 +33,7 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
         log += run["log"]
         if run.get("eval_loss_after") is not None:
             log.append({"step": run["total_steps"], "eval_loss": run["eval_loss_after"]})
-        plot_loss(write_loss_log(log, stage / "loss.jsonl"), stage / "loss.png", title=f"{job.name} loss")
+        plot_loss(atomic_write_jsonl(stage / "loss.jsonl", log), stage / "loss.png", title=f"{job.name} loss")
         if ctx["peft"] == "dora":
             gguf_note = DORA_MESSAGE
             print(f"{job.name}: {DORA_MESSAGE}.")
