@@ -54,9 +54,6 @@ class QAClient:
             raise ServerError(f"{method} {path} -> {response.status_code}: {_error_text(response)}")
         return response.json()
 
-    def health(self) -> Any:
-        return self._request("GET", "/health")
-
     def adapters(self) -> list[dict]:
         """GET /lora-adapters: every loaded adapter with its current scale."""
         return _adapter_list(self._request("GET", "/lora-adapters"))

@@ -22,7 +22,6 @@ DEFAULT_SEED = 0
 PPL_TEXTS = 8  # held-out texts scored for perplexity
 PPL_CHARS = 1500  # each truncated so it fits a small context
 GATEABLE = (*m.QUALITY, "tokens_per_s")
-SUMMARY_KEYS = (*m.QUALITY, "perplexity", "ttft_s", "latency_s", "tokens_per_s")
 
 
 def run_qa(settings: Settings, *, server: str | None = None, model: str | os.PathLike | None = None,

@@ -117,10 +117,11 @@ def read_val(val_jsonl: Path) -> list[dict]:
 
 
 def val_texts(val_jsonl: Path) -> list[str]:
-    """Section texts of the held-out records (for perplexity); [] when there is no val.jsonl."""
+    """Section texts of the held-out records (for perplexity); [] when val.jsonl is missing or empty."""
     if not Path(val_jsonl).is_file():
         return []
-    return [text for record in read_val(val_jsonl) if (text := record.get("text") or _messages(record)[1])]
+    records = read_jsonl(val_jsonl, "rebuild it with `strata build dataset`")
+    return [text for record in records if (text := record.get("text") or _messages(record)[1])]
 
 
 def _messages(record: dict) -> tuple[str | None, str | None]:

@@ -136,3 +136,10 @@ def test_gate_uses_best_loaded_non_base_layer():
     assert not broken["passed"] and "failed to load" in broken["message"]
     only_base = _check_gate(parse_gate("f1=0.8", GATEABLE), [_layer("base", f1=0.9)])
     assert only_base["passed"] and only_base["layer"] == "base"
+
+
+def test_empty_val_jsonl_falls_back_to_no_held_out_texts(workspace):
+    from strata.qa.prompts import val_texts
+
+    workspace.val_jsonl.write_text("")
+    assert val_texts(workspace.val_jsonl) == []
