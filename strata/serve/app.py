@@ -20,10 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from strata.serve.config import ServeConfig
-from strata.serve.engine import Engine
+from strata.serve.engine import Engine, Generation
 from strata.serve.errors import ApiError
 from strata.serve.metrics import Metrics
-from strata.serve.schemas import CompletionRequest, parse_adapter_body, parse_completion, read_json
+from strata.serve.responses import Reply
+from strata.serve.scheduler import Token
+from strata.serve.schemas import parse_adapter_body, parse_completion, read_json
 
 log = logging.getLogger("strata.serve")
 Handler = Callable[[Request, "Runtime"], Awaitable[Response]]
@@ -95,8 +97,10 @@ async def health(request: Request, runtime: Runtime) -> Response:
     if runtime.engine is None:
         status = "error" if runtime.error else "loading"
         return JSONResponse({"status": status, "message": runtime.error or "loading the model"}, status_code=503)
+    engine = runtime.engine
     return JSONResponse({"status": "ok", "model": runtime.config.model_name,
-                         "adapters": len(runtime.engine.adapters)})
+                         "adapters": len(engine.registry.adapters), "slots": engine.model.parallel,
+                         "slots_busy": engine.scheduler.busy()})
 
 
 async def models(request: Request, runtime: Runtime) -> Response:
@@ -125,39 +129,43 @@ def _completion_handler(kind: str) -> Handler:
     async def handle(request: Request, runtime: Runtime) -> Response:
         engine = runtime.ready_engine()
         req = parse_completion(await read_json(request, runtime.config.max_body_bytes), kind)
-        refs = req.lora if req.lora is not None else engine.refs_for_model(req.model)
-        name = req.model or runtime.config.model_name
+        generation, echoed = await engine.submit(req)  # every 4xx is raised here, before a byte is sent
+        reply = Reply(kind=kind, model=req.model or runtime.config.model_name, prompt_text=echoed,
+                      logprobs=req.logprobs is not None)
         if req.stream:
-            return await _stream(engine, runtime.metrics, kind, req, refs, name)
-        result = await engine.generate(kind, req.params, refs)
-        runtime.metrics.count_usage(result.get("usage"))
-        return Json({**result, "model": name})
+            return EventSourceResponse(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15)
+        async with aclosing(generation.events()) as events:
+            async for event in events:
+                if isinstance(event, Token):
+                    reply.add(event)
+                else:
+                    return Json(reply.body(event))
+        raise ApiError(500, "the generation ended without a result; see the server log.")
 
     return handle
 
 
-async def _stream(engine: Engine, metrics: Metrics, kind: str, req: CompletionRequest, refs: Any, name: str) -> Response:
-    """Resolve adapters before answering (so a bad one still gets its status), then stream SSE chunks."""
-    refs = await engine.preload(refs)
-
-    async def events() -> AsyncIterator[dict[str, str]]:
-        count = 0
-        try:
-            # aclosing: on a disconnect the inner generator (llama.cpp's stream and the engine lock) ends at once
-            async with aclosing(engine.stream(kind, req.params, refs)) as chunks:
-                async for chunk in chunks:
-                    count += 1
-                    yield {"data": dumps({**chunk, "model": name})}
-            yield {"data": "[DONE]"}
-        except ApiError as exc:
-            yield {"data": dumps(exc.body())}
-        except (GeneratorExit, anyio.get_cancelled_exc_class()):
-            metrics.stream_disconnects.inc()
-            raise
-        finally:
-            metrics.tokens.labels("completion").inc(count)
-
-    return EventSourceResponse(events(), ping=15)
+async def _chunks(generation: Generation, reply: Reply, include_usage: bool,
+                  metrics: Metrics) -> AsyncIterator[dict[str, str]]:
+    """SSE events for one generation; a client that goes away cancels it (its slot frees within one step)."""
+    try:
+        for chunk in reply.first_chunks():
+            yield {"data": dumps(chunk)}
+        async with aclosing(generation.events()) as events:
+            async for event in events:
+                if isinstance(event, Token):
+                    chunk = reply.chunk(event)
+                    if chunk is not None:
+                        yield {"data": dumps(chunk)}
+                else:
+                    for chunk in reply.last_chunks(event, include_usage):
+                        yield {"data": dumps(chunk)}
+        yield {"data": "[DONE]"}
+    except ApiError as exc:
+        yield {"data": dumps(exc.body())}
+    except (GeneratorExit, anyio.get_cancelled_exc_class()):
+        metrics.stream_disconnects.inc()
+        raise
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -192,8 +200,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             group.cancel_scope.cancel()
     if runtime.engine is not None:
         engine, runtime.engine = runtime.engine, None
-        async with engine.lock:  # never free the model under a worker thread that is still generating
-            await run_in_threadpool(engine.close)
+        await run_in_threadpool(engine.close)  # stops the decode loop first, then frees the model
 
 
 def create_app(config: ServeConfig) -> Starlette:

@@ -32,6 +32,7 @@ class ServeConfig:
     workspace: Path | None = None
     flash_attn: bool = False
     n_batch: int = 512
+    parallel: int = 4
     n_gpu_layers: int = 0
     seed: int = 4294967295
     base_model: str | None = None  # HF dir of the base, for on-the-fly PEFT -> GGUF conversion
@@ -113,16 +114,23 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
                    help="load the start adapters but apply none (scale 0); apply later via POST /lora-adapters")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all; default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
-    p.add_argument(*_flags("n_ctx"), type=int, default=None, help="context length in tokens (env N_CTX, default 2048)")
+    p.add_argument(*_flags("n_ctx"), type=int, default=None, help="context of one request (prompt + completion) in "
+                   "tokens (env N_CTX, default 2048); each of the --parallel slots gets this much KV cache")
     p.add_argument(*_flags("n_threads"), type=int, default=None, help="CPU threads (env N_THREADS)")
-    p.add_argument(*_flags("n_batch"), type=int, default=512, help="prompt batch size (default 512)")
+    p.add_argument(*_flags("n_batch"), type=int, default=512, help="most tokens one llama_decode call takes: prompt "
+                   "chunks plus one token per generating slot (default 512)")
+    p.add_argument(*_flags("parallel"), "-np", dest="parallel", type=int, default=4, metavar="N",
+                   help="sequence slots decoded together (continuous batching, each with its own adapter set; "
+                   "default 4). The KV cache holds N x --n_ctx tokens, so its memory grows linearly with N; a "
+                   "request beyond N waits for a free slot")
     p.add_argument(*_flags("n_gpu_layers"), type=int, default=0, help="layers to offload to a GPU (default 0)")
     p.add_argument(*_flags("chat_format"), default=None, help="chat template name, e.g. mistral-instruct; default: "
                    "the GGUF's own tokenizer.chat_template")
     p.add_argument(*_flags("flash_attn"), type=_bool, nargs="?", const=True, default=False,
                    help="use flash attention (True/False, default False)")
     p.add_argument(*_flags("logits_all"), type=_bool, nargs="?", const=True, default=True,
-                   help="keep logits for every token (True/False, default True; needed for echo + logprobs)")
+                   help="accepted for llama_cpp.server compatibility; prompt logits (echo + logprobs) are always "
+                   "available, computed only for the requests that ask")
     p.add_argument(*_flags("seed"), type=int, default=4294967295, help="default sampling seed")
     p.add_argument(*_flags("api_key"), default=None, help="require `Authorization: Bearer KEY` (env API_KEY); "
                    "/health stays open")
@@ -143,7 +151,10 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
 def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str = "strata serve") -> ServeConfig:
     """Parse a launch line (flags only, no program name) into a ServeConfig; env fills the defaults."""
     env = dict(os.environ if env is None else env)
-    ns = build_parser(prog).parse_args(list(argv))
+    parser = build_parser(prog)
+    ns = parser.parse_args(list(argv))
+    if not 1 <= ns.parallel <= ns.n_batch:
+        parser.error(f"--parallel must be between 1 and --n_batch ({ns.n_batch}), got {ns.parallel}")
     try:
         settings = Settings.resolve(workspace=ns.workspace, model_path=ns.model, n_ctx=ns.n_ctx,
                                     n_threads=ns.n_threads, base_model=ns.base_model, env=env)
@@ -154,7 +165,8 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         n_ctx=settings.n_ctx, n_threads=settings.n_threads, chat_format=ns.chat_format,
         api_key=ns.api_key or env.get("API_KEY") or None, adapter_roots=list(ns.adapter_roots),
         lora_init_without_apply=ns.lora_init_without_apply, logits_all=ns.logits_all,
-        workspace=settings.workspace, flash_attn=ns.flash_attn, n_batch=ns.n_batch, n_gpu_layers=ns.n_gpu_layers,
+        workspace=settings.workspace, flash_attn=ns.flash_attn, n_batch=ns.n_batch, parallel=ns.parallel,
+        n_gpu_layers=ns.n_gpu_layers,
         seed=ns.seed, base_model=settings.base_model, max_body_bytes=ns.max_body_bytes,
         model_alias=ns.model_alias, verbose=ns.verbose,
     )

@@ -1,68 +1,75 @@
-"""The engine: one llama_cpp.Llama, its loaded LoRA adapters, the global active set and one lock."""
+"""The engine: the loaded GGUF, its adapter registry, the chat template and the decode-loop scheduler, joined up
+for the HTTP handlers (which only parse, submit and stream)."""
 
 from __future__ import annotations
 
-import ctypes
+import asyncio
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator
 
-import anyio
 from starlette.concurrency import run_in_threadpool
 
 from strata.serve import adapters as ad
 from strata.serve.config import ServeConfig
 from strata.serve.errors import ApiError
 from strata.serve.metrics import Metrics
+from strata.serve.model import LoadedModel
+from strata.serve.registry import LoraSet, Ref, Registry
+from strata.serve.scheduler import Failed, Job, Scheduler
+from strata.serve.schemas import CompletionRequest
+from strata.serve.text import ChatTemplate
+
+CONTEXT_HINT = "shorten the prompt or start the server with a larger --n_ctx"
 
 
-@dataclass(frozen=True)
-class Ref:
-    """One entry of an adapter request: a loaded adapter's id, or a path; and its scale."""
+class Generation:
+    """One submitted job: iterate events() for Token/Done events (a Failed event raises its ApiError); leaving
+    the iteration early cancels the job, which frees its slot within one decode step."""
 
-    scale: float
-    id: int | None = None
-    path: str | None = None
+    def __init__(self, job: Job, queue: asyncio.Queue) -> None:
+        self.job = job
+        self._queue = queue
 
+    async def events(self) -> AsyncIterator[Any]:
+        from strata.serve.scheduler import Done
 
-def too_long(exc: ValueError) -> ApiError:
-    """llama-cpp-python's ValueError (e.g. a prompt longer than the context window) as a 400 with the fix."""
-    return ApiError(400, f"{exc}; shorten the prompt or start the server with a larger --n_ctx.")
+        try:
+            while True:
+                event = await self._queue.get()
+                if isinstance(event, Failed):
+                    raise event.error
+                yield event
+                if isinstance(event, Done):
+                    return
+        finally:
+            self.job.cancelled = True  # a no-op once Done; otherwise the client has gone
 
 
 class Engine:
-    """Owns llama.cpp state. Every public coroutine takes the lock, so generations and adapter changes never
-    interleave; blocking llama.cpp calls run in the thread pool."""
+    """Owns the model, the registry and the scheduler; see the module docstring."""
 
     def __init__(self, config: ServeConfig, metrics: Metrics) -> None:
-        import llama_cpp
-
         self.config = config
         self.metrics = metrics
-        self.lock = anyio.Lock()
-        self._lib = llama_cpp
-        self.llm = llama_cpp.Llama(
-            model_path=str(config.model), n_ctx=config.n_ctx, n_threads=config.n_threads, n_batch=config.n_batch,
-            n_gpu_layers=config.n_gpu_layers, chat_format=config.chat_format, logits_all=config.logits_all,
-            flash_attn=config.flash_attn, seed=config.seed, verbose=config.verbose,
-        )
-        self.base = ad.read_base_info(Path(config.model))
-        self.adapters: dict[int, ad.Adapter] = {}
-        self.active: dict[int, float] = {}  # the global set (scale 0 entries are loaded but not applied)
-        self._applied: tuple[tuple[int, float], ...] = ()  # what the llama context holds right now
-        self._next_id = 0
         self._tmp = Path(tempfile.mkdtemp(prefix="strata-serve-"))
+        self.model: LoadedModel | None = None
+        self.scheduler: Scheduler | None = None
         try:
-            self._convert = ad.peft_converter(config.base_model, self._tmp / "converted")
-            self.roots = self._allowed_roots()
-            start, fresh = self._resolve([Ref(scale=s, path=p) for p, s in config.loras])
-            scale = 0.0 if config.lora_init_without_apply else None
-            self.active = {a.id: (s if scale is None else scale) for a, s in start}
-            self._apply(self._wanted(None), fresh)
-            self._commit(fresh)
+            self.model = LoadedModel.load(config)
+            self.template = ChatTemplate(self.model, config.chat_format)
+            self.scheduler = Scheduler(self.model, metrics, release=lambda lora: self.registry.release(lora),
+                                       default_seed=config.seed)
+            self.registry = Registry(
+                self.model, ad.read_base_info(Path(config.model)), self._allowed_roots(),
+                ad.peft_converter(config.base_model, self._tmp / "converted"), metrics,
+                free=lambda gone: self.scheduler.free_adapters([a.handle for a in gone]), verbose=config.verbose)
+            start = self.registry.resolve([Ref(scale=s, path=p) for p, s in config.loras])
+            if config.lora_init_without_apply:
+                start = tuple((a, 0.0) for a, _ in start)
+            self.registry.set_global(start)
         except BaseException:  # a bad start --lora: free the model and the temp dir before reporting it
             self.close()
             raise
@@ -71,7 +78,6 @@ class Engine:
     async def open(cls, config: ServeConfig, metrics: Metrics) -> "Engine":
         return await run_in_threadpool(cls, config, metrics)
 
-    # -- adapters -------------------------------------------------------------------------------------------
     def _allowed_roots(self) -> list[Path]:
         roots = [self.config.workspace] if self.config.workspace else []
         roots += [Path(r) for r in self.config.adapter_roots]
@@ -79,196 +85,81 @@ class Engine:
         roots += [Path(path).expanduser().resolve().parent for path, _ in self.config.loras]
         return [Path(r).expanduser().resolve() for r in roots]
 
-    def _load(self, file: Path, given: str) -> ad.Adapter:
-        meta, shapes = ad.read_adapter_meta(file)
-        ad.check_compatible(file, meta, shapes, self.base)
-        started = time.perf_counter()
-        from llama_cpp._utils import suppress_stdout_stderr
-
-        # llama.cpp reports its harmless CPU_REPACK fallback per tensor at error level; keep the log readable.
-        with suppress_stdout_stderr(disable=self.config.verbose):
-            handle = self._lib.llama_adapter_lora_init(self.llm.model, str(file).encode())
-        if not handle:
-            raise ApiError(422, f"llama.cpp could not load the LoRA {file} for this base model (see the server log); "
-                                "check that it was exported from this base.")
-        self.metrics.adapter_load_seconds.observe(time.perf_counter() - started)
-        adapter = ad.Adapter(id=self._next_id, path=given, file=file, key=ad.cache_key(file),
-                             name=ad.display_name(given), handle=handle, meta=meta)
-        self._next_id += 1
-        return adapter
-
-    def _resolve(self, refs: list[Ref]) -> tuple[list[tuple[ad.Adapter, float]], list[ad.Adapter]]:
-        """Refs -> (adapters with scales, the freshly loaded ones). The fresh ones are NOT in self.adapters yet:
-        the caller commits them once they are applied, or discards them. On error, new loads are freed here."""
-        by_key = {a.key: a for a in self.adapters.values()}
-        fresh: list[ad.Adapter] = []
-        out: list[tuple[ad.Adapter, float]] = []
-        try:
-            for ref in refs:
-                if ref.id is not None:
-                    if ref.id not in self.adapters:
-                        raise ApiError(404, f"no loaded adapter has id {ref.id}; GET /lora-adapters lists the ids.")
-                    out.append((self.adapters[ref.id], ref.scale))
-                    continue
-                file = ad.resolve_file(ref.path or "", self.roots, self._convert)
-                key = ad.cache_key(file)
-                adapter = by_key.get(key) or next((a for a in fresh if a.key == key), None)
-                if adapter is None:
-                    adapter = self._load(file, ref.path or str(file))
-                    fresh.append(adapter)
-                out.append((adapter, ref.scale))
-            ids = [a.id for a, _ in out]
-            if len(set(ids)) != len(ids):
-                raise ApiError(400, "the same adapter is listed twice; give each adapter once with its scale.")
-        except BaseException:
-            self._discard(fresh)
-            raise
-        return out, fresh
-
-    def _commit(self, fresh: list[ad.Adapter]) -> None:
-        """Keep freshly loaded adapters. Copy-on-write: listing() iterates self.adapters on the event loop."""
-        if fresh:
-            self.adapters = {**self.adapters, **{a.id: a for a in fresh}}
-        self.metrics.loaded_adapters.set(len(self.adapters))
-
-    def _discard(self, fresh: list[ad.Adapter]) -> None:
-        for adapter in fresh:
-            self._lib.llama_adapter_lora_free(adapter.handle)
-        self._next_id -= len(fresh)
-
-    def _wanted(self, chosen: list[tuple[ad.Adapter, float]] | None) -> tuple[tuple[int, float], ...]:
-        pairs = [(a.id, s) for a, s in chosen] if chosen is not None else list(self.active.items())
-        return tuple((i, s) for i, s in pairs if s != 0.0)
-
-    def _apply(self, wanted: tuple[tuple[int, float], ...], fresh: Sequence[ad.Adapter] = ()) -> None:
-        """Put exactly `wanted` (ids of loaded or `fresh` adapters) on the context; when it changes, drop the KV
-        cache and the cached prefix."""
-        if wanted == self._applied:
-            return
-        pool = {**self.adapters, **{a.id: a for a in fresh}}
-        n = len(wanted)
-        handles = (self._lib.llama_adapter_lora_p_ctypes * n)(*[pool[i].handle for i, _ in wanted])
-        scales = (ctypes.c_float * n)(*[s for _, s in wanted])
-        if self._lib.llama_set_adapters_lora(self.llm.ctx, handles, n, scales) != 0:
-            raise ApiError(422, "llama.cpp refused this adapter set; the previous set is still active.")
-        self._lib.llama_memory_clear(self._lib.llama_get_memory(self.llm.ctx), True)
-        self.llm.reset()  # n_tokens = 0: create_completion must not reuse a prefix evaluated under other adapters
-        self._applied = wanted
-        self.metrics.adapter_swaps.inc()
-        self.metrics.active_adapters.set(n)
-
-    def _retire_stale(self) -> None:
-        """Free adapters whose file has since changed on disk and that nothing uses any more."""
-        newest: dict[str, int] = {}
-        for a in self.adapters.values():
-            newest[a.key[0]] = max(newest.get(a.key[0], 0), a.key[1])
-        in_use = set(self.active) | {i for i, _ in self._applied}
-        stale = [a for a in self.adapters.values() if a.key[1] < newest[a.key[0]] and a.id not in in_use]
-        if stale:
-            self.adapters = {i: a for i, a in self.adapters.items() if a not in stale}
-            for a in stale:
-                self._lib.llama_adapter_lora_free(a.handle)
-        self.metrics.loaded_adapters.set(len(self.adapters))
-
-    def _set_global(self, refs: list[Ref]) -> list[dict[str, Any]]:
-        chosen, fresh = self._resolve(refs)
-        previous = self.active
-        self.active = {a.id: s for a, s in chosen}
-        try:
-            self._apply(self._wanted(None), fresh)
-        except BaseException:  # a failed POST changes nothing: old set active, new loads freed
-            self.active = previous
-            self._discard(fresh)
-            raise
-        self._commit(fresh)
-        self._retire_stale()
-        return self.active_listing()
-
+    # -- adapters -------------------------------------------------------------------------------------------
     async def set_adapters(self, refs: list[Ref]) -> list[dict[str, Any]]:
-        """Make `refs` the global active set (omitted adapters get scale 0); returns the new active set."""
-        async with self.lock:
-            return await run_in_threadpool(self._set_global, refs)
-
-    async def preload(self, refs: list[Ref] | None) -> list[Ref] | None:
-        """Load any new paths in `refs` now and return the same set by id (404/403/422 raised here)."""
-        if refs is None:
-            return None
-        async with self.lock:
-            chosen = await run_in_threadpool(self._load_refs, refs)
-        return [Ref(scale=s, id=a.id) for a, s in chosen]
-
-    def _load_refs(self, refs: list[Ref]) -> list[tuple[ad.Adapter, float]]:
-        chosen, fresh = self._resolve(refs)
-        self._commit(fresh)
-        return chosen
-
-    # -- listing --------------------------------------------------------------------------------------------
-    def describe(self, adapter: ad.Adapter) -> dict[str, Any]:
-        scale = self.active.get(adapter.id, 0.0)
-        return {"id": adapter.id, "path": adapter.path, "file": str(adapter.file), "name": adapter.name,
-                "scale": scale, "active": scale != 0.0, **adapter.meta}
+        """Make `refs` the global set (omitted adapters get scale 0) for requests admitted from now on; requests
+        in flight keep the set they started with. New paths load in a worker thread, never on the decode loop."""
+        chosen = await run_in_threadpool(self.registry.resolve, refs)
+        self.registry.set_global(chosen)
+        return self.registry.active_listing()
 
     def listing(self) -> list[dict[str, Any]]:
-        return [self.describe(a) for a in self.adapters.values()]
+        return self.registry.listing()
 
-    def active_listing(self) -> list[dict[str, Any]]:
-        return [self.describe(self.adapters[i]) for i, s in self.active.items() if s != 0.0]
-
-    def refs_for_model(self, model: str | None) -> list[Ref] | None:
-        """`"model": "<adapter name>"` selects that adapter alone at scale 1; anything else keeps the global set."""
-        for adapter in self.adapters.values():
-            if model and model == adapter.name:
-                return [Ref(scale=1.0, id=adapter.id)]
-        return None
+    async def _lora_for(self, req: CompletionRequest) -> LoraSet:
+        refs = req.lora if req.lora is not None else self.registry.refs_for_model(req.model)
+        chosen = None if refs is None else await run_in_threadpool(self.registry.resolve, refs)
+        return self.registry.acquire(chosen)
 
     # -- generation -----------------------------------------------------------------------------------------
-    def _call(self, kind: str) -> Callable[..., Any]:
-        return self.llm.create_chat_completion if kind == "chat" else self.llm.create_completion
+    def _prompt(self, req: CompletionRequest) -> tuple[list[int], list[str], str]:
+        """Prompt tokens, stop strings and the text to echo."""
+        model = self.model
+        if req.kind == "chat":
+            rendered = self.template.render(req.messages)
+            return rendered.tokens, req.stop + [s for s in rendered.stop if s not in req.stop], ""
+        if isinstance(req.prompt, list):
+            bad = [t for t in req.prompt if not model.valid_token(t)]
+            if bad:
+                raise ApiError(400, f"prompt token id {bad[0]} is outside the vocabulary (0-{model.n_vocab - 1})")
+            return list(req.prompt), req.stop, model.model.detokenize(req.prompt).decode("utf-8", "ignore")
+        tokens = model.tokenize(req.prompt, add_bos=True, special=True) if req.prompt else [model.bos]
+        return tokens, req.stop, req.prompt
 
-    def _prepare(self, refs: list[Ref] | None) -> None:
-        if refs is None:
-            self._apply(self._wanted(None))
-            return
-        chosen, fresh = self._resolve(refs)
+    def _limits(self, req: CompletionRequest, prompt: list[int]) -> int:
+        n_ctx = self.model.n_ctx_seq
+        if not prompt:
+            raise ApiError(400, "the prompt is empty after tokenizing; send some text.")
+        if len(prompt) >= n_ctx:
+            raise ApiError(400, f"Requested tokens ({len(prompt)}) exceed context window of {n_ctx}; {CONTEXT_HINT}.")
+        room = n_ctx - len(prompt)
+        return room if req.max_tokens is None or req.max_tokens <= 0 else min(req.max_tokens, room)
+
+    async def submit(self, req: CompletionRequest) -> tuple[Generation, str]:
+        """Check, resolve and queue `req`; returns its Generation and the prompt text to echo (text + echo).
+        Every 4xx (bad adapters, too long a prompt, a template that refuses the messages) is raised here, before
+        any reply byte is sent."""
+        prompt, stops, echoed = await run_in_threadpool(self._prompt, req)
+        max_tokens = self._limits(req, prompt)
+        bias = [(t, b) for t, b in req.logit_bias.items()]
+        bad = [t for t, _ in bias if not self.model.valid_token(t)]
+        if bad:
+            raise ApiError(400, f"logit_bias names token id {bad[0]}, which is outside the vocabulary "
+                                f"(0-{self.model.n_vocab - 1})")
+        lora = await self._lora_for(req)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        job = Job(prompt=prompt, sampling=replace(req.sampling, logit_bias=tuple(bias)), lora=lora,
+                  max_tokens=max_tokens, stops=stops, sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
+                  logprobs=req.logprobs, prompt_logprobs=req.echo and req.logprobs is not None,
+                  ignore_eos=req.ignore_eos)
         try:
-            self._apply(self._wanted(chosen), fresh)
+            self.scheduler.submit(job)
         except BaseException:
-            self._discard(fresh)
+            self.registry.release(lora)
             raise
-        self._commit(fresh)
-
-    def _run(self, kind: str, params: dict[str, Any], refs: list[Ref] | None) -> dict[str, Any]:
-        self._prepare(refs)
-        try:
-            return self._call(kind)(**params)
-        except ValueError as exc:  # e.g. prompt longer than the context window
-            raise too_long(exc) from None
-
-    async def generate(self, kind: str, params: dict[str, Any], refs: list[Ref] | None) -> dict[str, Any]:
-        """One non-streaming completion ("chat" or "text") under `refs` (None: the global set)."""
-        async with self.lock:
-            return await run_in_threadpool(self._run, kind, {**params, "stream": False}, refs)
-
-    async def stream(self, kind: str, params: dict[str, Any], refs: list[Ref] | None) -> AsyncIterator[dict[str, Any]]:
-        """Streamed chunks; the lock is held until the stream ends or the consumer stops (client gone)."""
-        async with self.lock:
-            chunks = await run_in_threadpool(self._run, kind, {**params, "stream": True}, refs)
-            done = object()
-            try:
-                while True:
-                    try:  # a streamed call only checks the prompt on its first next()
-                        chunk = await run_in_threadpool(next, chunks, done)
-                    except ValueError as exc:
-                        raise too_long(exc) from None
-                    if chunk is done:
-                        break
-                    yield chunk
-            finally:
-                chunks.close()  # stops llama.cpp's generator at once; the engine is free for the next request
+        return Generation(job, queue), echoed if req.echo else ""
 
     def close(self) -> None:
-        """Detach adapters from the context, then free the model (llama.cpp frees its adapters with it)."""
-        self._lib.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
-        self.adapters = {}
-        self.llm.close()
+        """Stop the decode loop (in-flight streams get an error event), then free adapters and the model."""
+        stopped = self.scheduler.close() if self.scheduler is not None else True
+        if stopped and self.model is not None:
+            import llama_cpp
+
+            llama_cpp.llama_set_adapters_lora(self.model.ctx, None, 0, None)
+            registry = getattr(self, "registry", None)
+            for adapter in registry.free_all() if registry is not None else []:
+                llama_cpp.llama_adapter_lora_free(adapter.handle)
+            self.model.close()
+            self.model = None
         shutil.rmtree(self._tmp, ignore_errors=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
 class Metrics:
-    """Requests, tokens, latency, adapter swaps, adapter load time and active adapters."""
+    """Requests, tokens, latency, adapters, and the decode loop (queue, slots, batch sizes, prefix cache)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -17,19 +19,27 @@ class Metrics:
         self.latency = Histogram("strata_request_seconds", "Request latency by route", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.tokens = Counter("strata_tokens", "Tokens processed, by kind (prompt or completion)", ["kind"], registry=r)
-        self.adapter_swaps = Counter("strata_adapter_swaps", "Changes of the adapter set on the llama.cpp context",
-                                     registry=r)
+        self.adapter_swaps = Counter("strata_adapter_swaps", "Changes of the adapter set on the llama.cpp context "
+                                     "(between decode calls)", registry=r)
         self.adapter_load_seconds = Histogram("strata_adapter_load_seconds", "Time to load one LoRA from disk",
                                               buckets=LATENCY_BUCKETS, registry=r)
-        self.active_adapters = Gauge("strata_active_adapters", "Adapters applied on the context now", registry=r)
+        self.active_adapters = Gauge("strata_active_adapters", "Adapters in the global set (non-zero scale)", registry=r)
         self.loaded_adapters = Gauge("strata_loaded_adapters", "Adapters loaded in memory", registry=r)
         self.stream_disconnects = Counter("strata_stream_disconnects", "Streams stopped because the client left",
                                           registry=r)
 
-    def count_usage(self, usage: dict | None) -> None:
-        if usage:
-            self.tokens.labels("prompt").inc(usage.get("prompt_tokens", 0))
-            self.tokens.labels("completion").inc(usage.get("completion_tokens", 0))
+        self.queue_depth = Gauge("strata_queue_depth", "Requests waiting for a free slot", registry=r)
+        self.busy_slots = Gauge("strata_busy_slots", "Slots generating or reading a prompt", registry=r)
+        self.decode_tokens = Histogram("strata_decode_batch_tokens", "Tokens per llama_decode call",
+                                       buckets=BATCH_BUCKETS, registry=r)
+        self.decode_calls = Counter("strata_decode_calls", "llama_decode calls by adapter set", ["adapters"],
+                                    registry=r)
+        self.cached_prompt_tokens = Counter("strata_cached_prompt_tokens", "Prompt tokens served from a slot's "
+                                            "prefix cache instead of being evaluated again", registry=r)
+        self.slot_wait_seconds = Histogram("strata_slot_wait_seconds", "Time a request waited for a free slot",
+                                           buckets=WAIT_BUCKETS, registry=r)
+        self.cancelled = Counter("strata_cancelled", "Generations stopped because their client went away",
+                                 registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,7 +7,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import uvicorn
@@ -17,11 +17,24 @@ from strata.serve.app import create_app
 from strata.serve.config import ServeConfig
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM / Ctrl-C first stops the decode loop, so in-flight streams end at
+    once with an error event instead of generating on through the graceful-shutdown wait."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        runtime = getattr(getattr(self.config.app, "state", None), "runtime", None)
+        engine = getattr(runtime, "engine", None)
+        if engine is not None and engine.scheduler is not None:
+            engine.scheduler.stop()
+        super().handle_exit(sig, frame)
+
+
 def run(config: ServeConfig) -> None:
     """Serve until interrupted; fails fast (StrataError) when the model file is missing."""
     config.check_model()
-    uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info",
-                timeout_graceful_shutdown=5)
+    app = create_app(config)
+    Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
+                          timeout_graceful_shutdown=5)).run()
 
 
 @contextmanager
@@ -34,7 +47,7 @@ def serve_in_thread(config: ServeConfig, timeout: float = 300.0) -> Iterator[str
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = replace(config, host="127.0.0.1", port=port)
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", timeout_graceful_shutdown=2))
+    server = Server(uvicorn.Config(create_app(config), log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"strata-serve-{port}", daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"

@@ -121,19 +121,19 @@ def test_api_key(config_for):
 
 
 def test_prompt_longer_than_context_is_an_error_streamed_or_not(api, complete):
-    from strata.qa.client import ServerError, sse_events
+    from strata.qa.client import QAClient, ServerError
 
     body = {"prompt": "Revenue is recognized when " * 200, "max_tokens": 4, "temperature": 0}  # > n_ctx=512
     whole = api.post("/v1/completions", json=body)
     assert whole.status_code == 400 and "--n_ctx" in whole.json()["error"]["message"]
+    # streamed: the same 400 before any SSE byte (checked at admission), never a 200 stream that stops silently
     with api.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
-        lines = [line[6:] for line in reply.iter_lines() if line.startswith("data: ")]
-    assert lines and "[DONE]" not in lines  # not a silently cut stream: an error event, then the end
-    assert "--n_ctx" in lines[-1] and '"error"' in lines[-1]
-    with api.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
-        with pytest.raises(ServerError, match="n_ctx"):
-            list(sse_events(reply))
-    assert complete(api, max_tokens=4)  # the engine (and its lock) is free again
+        reply.read()
+        assert reply.status_code == 400 and not reply.headers["content-type"].startswith("text/event-stream")
+        assert "--n_ctx" in reply.json()["error"]["message"]
+    with QAClient(str(api.base_url)) as client, pytest.raises(ServerError, match="n_ctx"):
+        client.chat("Revenue is recognized when " * 200, max_tokens=4, seed=0)
+    assert complete(api, max_tokens=4)  # the engine is free again
 
 
 def test_qa_client_rejects_a_stream_cut_before_done():

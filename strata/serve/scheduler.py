@@ -1,0 +1,430 @@
+"""The decode loop: `parallel` sequence slots in one llama.cpp context with continuous batching, an adapter set per
+sequence, prefix reuse per slot, cancellation and shutdown. Only the loop's own thread touches the context."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from strata.serve.errors import ApiError
+from strata.serve.metrics import Metrics
+from strata.serve.model import LoadedModel
+from strata.serve.registry import LoraSet, set_key, set_label
+from strata.serve.sampling import DEFAULT_SEED, SamplerChain, Sampling, logprobs_at
+from strata.serve.text import TextStream
+
+log = logging.getLogger("strata.serve")
+# Changing the adapter set makes llama.cpp re-reserve its compute graph before the next decode. With several sets
+# busy, a set keeps the context for at least SWITCH_FACTOR x the measured cost of a switch, so switching costs at
+# most ~1/(1+SWITCH_FACTOR) of the time, and sets take turns round-robin.
+SWITCH_FACTOR = 8.0
+TopList = list[tuple[str, float]]
+
+
+@dataclass
+class Job:
+    """One generation request as the decode loop sees it. `sink` receives Token, Done or Failed events on the
+    decode thread; `cancelled` is set by the HTTP side when the client goes away."""
+
+    prompt: list[int]
+    sampling: Sampling
+    lora: LoraSet
+    max_tokens: int
+    stops: list[str]
+    sink: Callable[[Any], None]
+    logprobs: int | None = None  # alternatives to report per generated token (None: no logprobs at all)
+    prompt_logprobs: bool = False  # echo: also the log-probability of every prompt token
+    ignore_eos: bool = False
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token: the text it made certain (may be empty) and, when asked, its logprobs."""
+
+    text: str
+    id: int
+    logprob: float | None = None
+    top: TopList | None = None
+    piece: str = ""  # the token's own text (only with logprobs)
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of a generation and its usage."""
+
+    reason: str  # "stop" or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    prompt_logprobs: list[tuple[str, float | None, TopList | None]] | None = None  # per prompt token, BOS left out
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: ApiError
+
+
+@dataclass
+class Slot:
+    """One sequence of the context: the tokens its KV holds (for prefix reuse), and the job it runs, if any."""
+
+    seq: int
+    cached: list[int] = field(default_factory=list)
+    key: tuple = ()
+    last_used: float = 0.0
+    job: Job | None = None
+    todo: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
+    sampler: SamplerChain | None = None
+    text: TextStream | None = None
+    generated: int = 0
+    next_token: int | None = None  # sampled, not evaluated yet
+    reused: int = 0
+    prompt_lp: list = field(default_factory=list)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Scheduler:
+    """Owns the llama.cpp context. submit() queues a Job; the loop admits jobs into free slots, prefills prompts in
+    chunks of n_batch, and decodes one token for every active slot of one adapter set per llama_decode."""
+
+    def __init__(self, model: LoadedModel, metrics: Metrics, release: Callable[[LoraSet], None],
+                 default_seed: int = DEFAULT_SEED) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._model = model
+        self._metrics = metrics
+        self._release = release
+        self._seed = default_seed
+        self.slots = [Slot(seq=i) for i in range(model.parallel)]
+        self._waiting: deque[Job] = deque()
+        self._calls: list[Callable[[], None]] = []
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._applied: tuple = ()
+        self._applied_handles: list[Any] = []
+        self._current: tuple | None = None
+        self._slice_started = 0.0
+        self._switch_cost = 0.0  # EMA of the extra seconds the first decode after a set change takes
+        self._plain_decode = 0.0  # EMA of a decode without a change
+        self._batch = llama_cpp.llama_batch_init(model.n_batch, 0, 1)
+        self._eog = [t for t in range(model.n_vocab) if model.is_eog(t)]
+        self._thread = threading.Thread(target=self._run, name="strata-decode", daemon=True)
+        self._thread.start()
+
+    # -- the HTTP side ---------------------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        """Queue a job; it waits only for a free slot."""
+        with self._cv:
+            if self._stopping:
+                raise ApiError(503, "the server is shutting down; retry on another replica or after the restart.")
+            self._waiting.append(job)
+            self._metrics.queue_depth.set(len(self._waiting))
+            self._cv.notify()
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the decode thread between two decodes (e.g. freeing an adapter's llama.cpp memory)."""
+        with self._cv:
+            self._calls.append(fn)
+            self._cv.notify()
+
+    def free_adapters(self, handles: list[Any]) -> None:
+        def free() -> None:
+            if any(h in handles for h in self._applied_handles):
+                self._lib.llama_set_adapters_lora(self._model.ctx, None, 0, None)
+                self._applied, self._applied_handles = (), []
+            for handle in handles:
+                self._lib.llama_adapter_lora_free(handle)
+
+        self.call_soon(free)
+
+    def busy(self) -> int:
+        return sum(1 for s in self.slots if s.job is not None)
+
+    def stop(self) -> None:
+        """Ask the loop to end (non-blocking, safe from a signal handler): in-flight and queued jobs get a 503
+        Failed event, so their streams end with an error event at once; new submits get 503."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """stop(), then wait for the thread. True when it has ended (only then may the model be freed)."""
+        self.stop()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("the decode thread did not stop within %.0fs; leaving the model allocated", timeout)
+            return False
+        self._lib.llama_batch_free(self._batch)
+        return True
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    self._cv.wait_for(lambda: self._stopping or self._waiting or self._calls or self.busy())
+                    if self._stopping:
+                        break
+                    calls, self._calls = self._calls, []
+                    jobs = self._take_waiting()
+                for fn in calls:
+                    fn()
+                for job in jobs:
+                    self._start(job)
+                self._reap()
+                group = self._pick()
+                if group:
+                    self._step(group)
+        except Exception:  # noqa: BLE001 - a bug here must not leave clients hanging
+            log.exception("the decode loop failed")
+        finally:
+            self._shutdown()
+
+    def _take_waiting(self) -> list[Job]:
+        free = sum(1 for s in self.slots if s.job is None)
+        jobs: list[Job] = []
+        while self._waiting and len(jobs) < free:
+            job = self._waiting.popleft()
+            if job.cancelled:
+                self._release(job.lora)
+                continue
+            jobs.append(job)
+        self._metrics.queue_depth.set(len(self._waiting))
+        return jobs
+
+    def _start(self, job: Job) -> None:
+        """Put a job on the free slot whose cached tokens (same adapter set) share the longest prefix."""
+        key = set_key(job.lora)
+        free = [s for s in self.slots if s.job is None]
+
+        def reuse(slot: Slot) -> int:
+            return 0 if job.prompt_logprobs or slot.key != key else common_prefix(slot.cached, job.prompt)
+
+        slot = max(free, key=lambda s: (reuse(s), -s.last_used))
+        keep = min(reuse(slot), len(job.prompt) - 1)
+        if keep < len(slot.cached):
+            if not self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, keep, -1):
+                self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
+                keep = 0
+            slot.cached = slot.cached[:keep]
+        try:
+            sampler = SamplerChain(job.sampling, self._model.vocab, self._model.n_vocab, self._seed,
+                                   eog=self._eog if job.ignore_eos else ())
+        except ValueError as exc:
+            self._emit(job, Failed(ApiError(400, f"{exc}; check the grammar or json schema.")))
+            self._release(job.lora)
+            return
+        sampler.accept_prompt(job.prompt[-job.sampling.penalty_last_n:] if job.sampling.penalty_last_n > 0 else [])
+        slot.job, slot.key, slot.todo, slot.sampler = job, key, job.prompt[keep:], sampler
+        slot.text, slot.generated, slot.next_token, slot.reused = TextStream(job.stops), 0, None, keep
+        first = job.prompt[0] if job.prompt_logprobs and job.prompt[0] != self._model.bos else None
+        slot.prompt_lp = [(self._text(first), None, None)] if first is not None else []
+        self._metrics.slot_wait_seconds.observe(time.perf_counter() - job.submitted)
+        self._metrics.tokens.labels("prompt").inc(len(job.prompt))
+        self._metrics.cached_prompt_tokens.inc(keep)
+        self._metrics.busy_slots.set(self.busy())
+
+    def _reap(self) -> None:
+        """Free the slots of clients that went away (within one decode step)."""
+        for slot in self.slots:
+            if slot.job is not None and slot.job.cancelled:
+                self._metrics.cancelled.inc()
+                self._finish(slot, None)
+
+    def _pick(self) -> list[Slot]:
+        """The busy slots of the adapter set whose turn it is."""
+        groups: dict[tuple, list[Slot]] = {}
+        for slot in sorted((s for s in self.slots if s.job is not None), key=lambda s: s.job.submitted):
+            groups.setdefault(slot.key, []).append(slot)
+        if not groups:
+            return []
+        keys = list(groups)
+        now = time.perf_counter()
+        current = self._current
+        if current in groups and (len(keys) == 1 or now - self._slice_started < SWITCH_FACTOR * self._switch_cost):
+            return groups[current]
+        nxt = keys[(keys.index(current) + 1) % len(keys)] if current in groups else keys[0]
+        if nxt != current:
+            self._current, self._slice_started = nxt, now
+        return groups[nxt]
+
+    def _apply(self, lora: LoraSet) -> bool:
+        """Put `lora` on the context; True when that changed the set (the next decode re-reserves)."""
+        key = set_key(lora)
+        if key == self._applied:
+            return False
+        n = len(lora)
+        handles = (self._lib.llama_adapter_lora_p_ctypes * n)(*[a.handle for a, _ in lora])
+        scales = (ctypes.c_float * n)(*[s for _, s in lora])
+        if self._lib.llama_set_adapters_lora(self._model.ctx, handles, n, scales) != 0:
+            raise ApiError(422, "llama.cpp refused this adapter set")
+        self._applied, self._applied_handles = key, [a.handle for a, _ in lora]
+        self._metrics.adapter_swaps.inc()
+        return True
+
+    def _step(self, group: list[Slot]) -> None:
+        """One llama_decode for `group` (one adapter set): a token for each generating slot, then prompt chunks."""
+        batch, lib = self._batch, self._lib
+        lora = group[0].job.lora
+        try:
+            switched = self._apply(lora)
+        except ApiError as exc:
+            for slot in group:
+                self._fail(slot, exc)
+            return
+        plan: list[tuple[Slot, int, int]] = []  # slot, first batch index, tokens added
+        n = 0
+
+        def add(slot: Slot, token: int, pos: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, pos, 1
+            batch.seq_id[n][0], batch.logits[n] = slot.seq, logits
+            n += 1
+
+        for slot in group:
+            if slot.next_token is not None:
+                plan.append((slot, n, 1))
+                add(slot, slot.next_token, len(slot.cached), True)
+        for slot in group:
+            room = self._model.n_batch - n
+            if slot.next_token is None and slot.todo and room > 0:
+                chunk = slot.todo[:room]
+                last = len(chunk) == len(slot.todo)
+                plan.append((slot, n, len(chunk)))
+                for j, token in enumerate(chunk):
+                    add(slot, token, len(slot.cached) + j, slot.job.prompt_logprobs or (last and j == len(chunk) - 1))
+        if not plan:
+            return
+        batch.n_tokens = n
+        started = time.perf_counter()
+        rc = lib.llama_decode(self._model.ctx, batch)
+        took = time.perf_counter() - started
+        self._learn(took, switched)
+        self._metrics.decode_tokens.observe(n)
+        self._metrics.decode_calls.labels(set_label(lora)).inc()
+        if rc != 0:
+            error = ApiError(500 if rc < 0 else 503, f"llama_decode failed (code {rc}); the request was dropped, the "
+                                                     "server carries on. Retry, or lower --parallel/--n_ctx.")
+            for slot, _, _ in plan:
+                lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
+                slot.cached = []
+                self._fail(slot, error)
+            return
+        for slot, first, count in plan:
+            self._after(slot, first, count)
+
+    def _learn(self, took: float, switched: bool) -> None:
+        if switched:
+            extra = max(0.0, took - self._plain_decode)
+            self._switch_cost = extra if self._switch_cost == 0 else 0.8 * self._switch_cost + 0.2 * extra
+        else:
+            self._plain_decode = took if self._plain_decode == 0 else 0.8 * self._plain_decode + 0.2 * took
+
+    def _after(self, slot: Slot, first: int, count: int) -> None:
+        """Book the tokens a decode evaluated for `slot`, then sample its next token when its prompt is done."""
+        job = slot.job
+        if slot.next_token is not None:
+            slot.cached.append(slot.next_token)
+            slot.next_token = None
+        else:
+            chunk, slot.todo = slot.todo[:count], slot.todo[count:]
+            if job.prompt_logprobs:  # output i predicts the prompt token after it
+                base = len(slot.cached)
+                for j in range(count):
+                    following = base + j + 1
+                    if following < len(job.prompt):
+                        lp, top = logprobs_at(self._model.ctx, first + j, self._model.n_vocab, job.prompt[following],
+                                              job.logprobs or 0)
+                        slot.prompt_lp.append((self._text(job.prompt[following]), lp, self._named(top)))
+            slot.cached.extend(chunk)
+            if slot.todo:
+                return
+        index = first + count - 1
+        token = slot.sampler.sample(self._model.ctx, index)
+        if self._model.is_eog(token) and not job.ignore_eos:
+            self._finish(slot, "stop")
+            return
+        slot.generated += 1
+        self._metrics.tokens.labels("completion").inc()
+        lp = top = None
+        piece = self._model.piece(token)
+        if job.logprobs is not None:
+            lp, best = logprobs_at(self._model.ctx, index, self._model.n_vocab, token, job.logprobs)
+            top = self._named(best)
+        text = slot.text.feed(piece)
+        reason = "stop" if slot.text.stopped else "length" if slot.generated >= job.max_tokens else None
+        if reason == "length":
+            text += slot.text.finish()
+        self._emit(job, Token(text=text, id=token, logprob=lp, top=top,
+                              piece=piece.decode("utf-8", "ignore") if lp is not None else ""))
+        if reason:
+            self._finish(slot, reason)
+        else:
+            slot.next_token = token
+
+    def _text(self, token: int) -> str:
+        return self._model.piece(token).decode("utf-8", "ignore")
+
+    def _named(self, best: list[tuple[int, float]]) -> TopList:
+        return [(self._text(t), lp) for t, lp in best]
+
+    def _finish(self, slot: Slot, reason: str | None) -> None:
+        """End the slot's job: a Done event (none for a cancelled job), sampler freed, adapters released."""
+        job = slot.job
+        if reason is not None:
+            rest = slot.text.finish() if reason == "stop" and not slot.text.stopped else ""
+            if rest:
+                self._emit(job, Token(text=rest, id=-1))
+            self._emit(job, Done(reason=reason, prompt_tokens=len(job.prompt), completion_tokens=slot.generated,
+                                 cached_tokens=slot.reused, prompt_logprobs=slot.prompt_lp or None))
+        self._clear(slot)
+
+    def _fail(self, slot: Slot, error: ApiError) -> None:
+        self._emit(slot.job, Failed(error))
+        self._clear(slot)
+
+    def _clear(self, slot: Slot) -> None:
+        job = slot.job
+        if slot.sampler is not None:
+            slot.sampler.close()
+        slot.job, slot.sampler, slot.text, slot.todo, slot.next_token = None, None, None, [], None
+        slot.last_used = time.perf_counter()
+        self._release(job.lora)
+        self._metrics.busy_slots.set(self.busy())
+
+    def _emit(self, job: Job, event: Any) -> None:
+        try:
+            job.sink(event)
+        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
+            job.cancelled = True
+
+    def _shutdown(self) -> None:
+        error = ApiError(503, "the server is shutting down; this generation was stopped. Retry after the restart.")
+        for slot in self.slots:
+            if slot.job is not None:
+                self._fail(slot, error)
+        with self._cv:
+            self._stopping = True
+            waiting, self._waiting = list(self._waiting), deque()
+            calls, self._calls = self._calls, []
+        for job in waiting:
+            self._emit(job, Failed(error))
+            self._release(job.lora)
+        for fn in calls:
+            fn()
