@@ -23,11 +23,14 @@ from strata.serve.config import ServeConfig
 from strata.serve.engine import Engine, Generation
 from strata.serve.errors import ApiError
 from strata.serve.metrics import Metrics
+from strata.serve.registry import set_label
 from strata.serve.responses import Reply
 from strata.serve.scheduler import Token
 from strata.serve.schemas import parse_adapter_body, parse_completion, read_json
 
 log = logging.getLogger("strata.serve")
+SHUTDOWN_GRACE_S = 3.0
+ADAPTERS_HEADER = "X-Strata-Adapters"  # e.g. "base" or "alpha@1+beta@0.4": the adapter set a reply ran under
 Handler = Callable[[Request, "Runtime"], Awaitable[Response]]
 
 
@@ -132,14 +135,17 @@ def _completion_handler(kind: str) -> Handler:
         generation, echoed = await engine.submit(req)  # every 4xx is raised here, before a byte is sent
         reply = Reply(kind=kind, model=req.model or runtime.config.model_name, prompt_text=echoed,
                       logprobs=req.logprobs is not None)
+        headers = {ADAPTERS_HEADER: set_label(generation.job.lora)}  # the set this reply ran under
         if req.stream:
-            return EventSourceResponse(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15)
+            # on SIGTERM the scheduler fails in-flight jobs at once; the grace period lets that error event out
+            return EventSourceResponse(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15,
+                                       headers=headers, shutdown_grace_period=SHUTDOWN_GRACE_S)
         async with aclosing(generation.events()) as events:
             async for event in events:
                 if isinstance(event, Token):
                     reply.add(event)
                 else:
-                    return Json(reply.body(event))
+                    return Json(reply.body(event), headers=headers)
         raise ApiError(500, "the generation ended without a result; see the server log.")
 
     return handle

@@ -18,6 +18,7 @@ from strata.serve.errors import ApiError
 from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel
 from strata.serve.registry import LoraSet, Ref, Registry
+from strata.serve.sampling import check_grammar
 from strata.serve.scheduler import Failed, Job, Scheduler
 from strata.serve.schemas import CompletionRequest
 from strata.serve.text import ChatTemplate
@@ -103,8 +104,13 @@ class Engine:
 
     # -- generation -----------------------------------------------------------------------------------------
     def _prompt(self, req: CompletionRequest) -> tuple[list[int], list[str], str]:
-        """Prompt tokens, stop strings and the text to echo."""
+        """Prompt tokens, stop strings and the text to echo (and a grammar check: it needs the vocab)."""
         model = self.model
+        if req.sampling.grammar is not None:
+            try:
+                check_grammar(model.vocab, req.sampling.grammar)
+            except ValueError as exc:
+                raise ApiError(400, f"\"grammar\": {exc}") from None
         if req.kind == "chat":
             rendered = self.template.render(req.messages)
             return rendered.tokens, req.stop + [s for s in rendered.stop if s not in req.stop], ""

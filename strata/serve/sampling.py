@@ -94,6 +94,20 @@ class SamplerChain:
             self.chain = None
 
 
+def check_grammar(vocab: Any, grammar: str) -> None:
+    """ValueError unless llama.cpp parses `grammar` (GBNF with a `root` rule) for this vocab."""
+    import llama_cpp
+
+    from strata.serve.model import quiet_llama
+
+    with quiet_llama(False):
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not sampler:
+        raise ValueError("llama.cpp could not parse the grammar (GBNF with a `root` rule, e.g. root ::= \"yes\" | "
+                         "\"no\")")
+    llama_cpp.llama_sampler_free(sampler)
+
+
 def logprobs_at(ctx: Any, index: int, n_vocab: int, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:
     """log p(token) and the `top` most likely (token, log p) at output `index`, from the raw logits (copied into
     numpy only here, when a request asked for logprobs)."""

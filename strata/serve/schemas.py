@@ -31,6 +31,7 @@ COMMON: dict[str, tuple[tuple[type, ...], str]] = {
     "seed": ((int, type(None)), "an integer"),
     "stop": ((str, list, type(None)), "a string or a list of strings"),
     "ignore_eos": ((bool,), "true or false"),
+    "grammar": ((str, type(None)), "a GBNF grammar string"),
 }
 TEXT = {"echo": ((bool,), "true or false"), "logprobs": ((int, type(None)), "an integer (0-20) or null")}
 CHAT = {"logprobs": ((bool, type(None)), "true or false"), "top_logprobs": ((int, type(None)), "an integer")}
@@ -152,7 +153,8 @@ def _sampling(params: dict[str, Any], kind: str) -> Sampling:
                                     "presence_penalty", "frequency_penalty") if k in params}
     seed = params.get("seed")
     defaults = CHAT_DEFAULTS if kind == "chat" else {}
-    return Sampling(**{**defaults, **knobs}, seed=None if seed is None else seed % (1 << 32))
+    return Sampling(**{**defaults, **knobs}, seed=None if seed is None else seed % (1 << 32),
+                    grammar=params.get("grammar") or None)
 
 
 def parse_completion(body: Any, kind: str) -> CompletionRequest:
