@@ -16,7 +16,10 @@ from llama_server import cache_root
 
 from strata.kit.tiny_base import TinySpec
 
-LORA_NAMES = ("alpha", "beta", "gamma")  # alpha and beta are loaded at start; gamma is the "new" adapter
+# alpha..delta are loaded at start (four streams on four adapters); epsilon is the never-seen "new" adapter
+LORA_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon")
+STARTUP_LORAS = LORA_NAMES[:4]
+NEW_LORA = LORA_NAMES[4]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class BenchModelSpec:
     quant: str = "Q4_K_M"
     seed: int = 0
     eos_guard: bool = True  # greedy decoding never picks EOS, so every peer generates exactly max_tokens
+    loras: tuple[str, ...] = LORA_NAMES
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def ensure_bench_model(spec: BenchModelSpec = BenchModelSpec(), log=print) -> Be
         finally:
             shutil.rmtree(work, ignore_errors=True)
     meta = json.loads(meta_file.read_text())
-    return BenchModel(gguf=root / "model.gguf", loras={n: root / f"lora-{n}.gguf" for n in LORA_NAMES}, meta=meta)
+    return BenchModel(gguf=root / "model.gguf", loras={n: root / f"lora-{n}.gguf" for n in spec.loras}, meta=meta)
 
 
 def _build(spec: BenchModelSpec, work: Path, log) -> dict:
@@ -78,7 +82,7 @@ def _build(spec: BenchModelSpec, work: Path, log) -> dict:
     if spec.eos_guard:
         _guard_eos(hf)
     log("  HF model written; making LoRAs")
-    for index, name in enumerate(LORA_NAMES):
+    for index, name in enumerate(spec.loras):
         adapter = _make_lora(hf, work / f"peft-{name}", spec.lora_rank, spec.seed + 1 + index)
         convert_lora(adapter, hf, work / f"lora-{name}.gguf", outtype="f16")
         shutil.rmtree(adapter)
@@ -95,7 +99,8 @@ def _build(spec: BenchModelSpec, work: Path, log) -> dict:
 
 
 def _guard_eos(hf: Path, dim: int = 0) -> None:
-    """Random weights end greedy text at once; no server option stops that everywhere (strata has no logit_bias).
+    """Random weights end greedy text at once; llama-cpp-python's server has no ignore_eos, so the model itself
+    must never pick EOS for every peer to generate exactly max_tokens.
 
     So residual dimension `dim` carries a constant: every token embedding sets it to 1 and no layer writes to it.
     The EOS row of the output head reads only that dimension, negatively, and no other row reads it: the EOS logit

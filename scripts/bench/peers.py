@@ -1,4 +1,5 @@
-"""The three servers under test: how to launch each on the same GGUF and threads, wait until ready, and stop it."""
+"""The launches under test: each peer in its best configuration for the measures it runs, started on the same GGUF
+and threads, waited on until ready, and stopped."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,16 +20,14 @@ SHORT_NAMES = {"strata": STRATA, "llama-server": LLAMA_SERVER, "llama-cpp-python
 
 @dataclass(frozen=True)
 class PeerSpec:
-    """One server kind: its launch line and what it can do."""
+    """One launch: a peer, how it was started (shown in the table) and which measures it runs (`role`)."""
 
     name: str
+    role: str  # a key of run.ROLES
+    config: str
     argv: list[str]
-    ready_path: str  # GET this until 200
-    switch_form: str | None = None  # "id": POST /lora-adapters [{"id","scale"}]; None: cannot switch at runtime
-    loads_by_path: bool = False  # can load a never-seen adapter file at runtime
-    parallel_slots: int = 1
-    extra_body: dict = field(default_factory=dict)  # fields added to every completion request (none by default:
-    # the bench model never emits EOS, so every peer gets the same request body)
+    ready_path: str
+    lora_flag: str = "--lora"  # how to add one more adapter at start (the restart measure)
 
 
 @dataclass
@@ -58,39 +57,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def peer_specs(model: Path, loras: dict[str, Path], threads: int, n_ctx: int, llama_server: Path | None,
-               preload: tuple[str, ...] = ("alpha", "beta"), slots: int = 4) -> dict[str, PeerSpec]:
-    """Launch lines for every peer that can run here. Adapters are loaded but not applied (scale 0), so
-    decode is measured on the bare model everywhere; flash attention is off everywhere (strata's default)."""
-    lora_paths = [str(loras[n]) for n in preload]
-    specs = {
-        STRATA: PeerSpec(
-            STRATA,
-            [sys.executable, "-m", "strata.serve", "--model", str(model), "--n_threads", str(threads),
-             "--n_ctx", str(n_ctx), "--lora_init_without_apply", "True",
-             *[a for p in lora_paths for a in ("--lora", p)]],
-            "/health", switch_form="id", loads_by_path=True),
-        LLAMA_CPP_PYTHON: PeerSpec(
-            LLAMA_CPP_PYTHON,
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_threads", str(threads),
-             "--n_threads_batch", str(threads), "--n_ctx", str(n_ctx), "--flash_attn", "False"],
-            "/v1/models"),
-    }
+def peer_specs(model: Path, loras: dict[str, Path], startup: tuple[str, ...], threads: int, n_ctx: int,
+               llama_server: Path | None, slots: int = 4) -> list[PeerSpec]:
+    """Every launch that can run here. strata runs once with its default --parallel 4 and the four adapters loaded
+    but not applied (it never computes a zero-scale adapter); llama-server computes adapters loaded at scale 0
+    (measured 30 % slower), so each of its measures gets a launch with only what that measure needs. Flash
+    attention is off everywhere (strata's default); the context per sequence is n_ctx for every peer."""
+    paths = [str(loras[n]) for n in startup]
+    specs = [
+        PeerSpec(STRATA, "strata", f"--parallel {slots}, {len(paths)} adapters loaded (scale 0 until a request or "
+                 "POST /lora-adapters applies one)",
+                 [sys.executable, "-m", "strata.serve", "--model", str(model), "--n_threads", str(threads),
+                  "--n_ctx", str(n_ctx), "--parallel", str(slots), "--lora_init_without_apply", "True",
+                  *[a for p in paths for a in ("--lora", p)]], "/health"),
+        PeerSpec(LLAMA_CPP_PYTHON, "lcp", "no adapters",
+                 [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_threads", str(threads),
+                  "--n_threads_batch", str(threads), "--n_ctx", str(n_ctx), "--flash_attn", "False"],
+                 "/v1/models", lora_flag="--lora_path"),
+    ]
     if llama_server is not None:
-        specs[LLAMA_SERVER] = PeerSpec(
-            LLAMA_SERVER,
-            [str(llama_server), "-m", str(model), "-t", str(threads), "-tb", str(threads),
-             "-c", str(n_ctx * slots), "-np", str(slots), "-fa", "off", "--no-webui",
-             "--lora-init-without-apply", *[a for p in lora_paths for a in ("--lora", p)]],
-            "/health", switch_form="id", parallel_slots=slots)
+        base = [str(llama_server), "-m", str(model), "-t", str(threads), "-tb", str(threads), "-fa", "off",
+                "--no-webui"]
+        specs += [
+            PeerSpec(LLAMA_SERVER, "ls-bare", "-np 1, no adapters", [*base, "-c", str(n_ctx), "-np", "1"],
+                     "/health"),
+            PeerSpec(LLAMA_SERVER, "ls-adapter", f"-np 1 --lora {startup[0]} (scale 1)",
+                     [*base, "-c", str(n_ctx), "-np", "1", "--lora", paths[0]], "/health"),
+            PeerSpec(LLAMA_SERVER, "ls-same", f"-np {slots} --lora {startup[0]} (scale 1)",
+                     [*base, "-c", str(n_ctx * slots), "-np", str(slots), "--lora", paths[0]], "/health"),
+            PeerSpec(LLAMA_SERVER, "ls-mixed", f"-np {slots}, {len(paths)} adapters loaded at scale 0, per-request "
+                     "\"lora\"", [*base, "-c", str(n_ctx * slots), "-np", str(slots), "--lora-init-without-apply",
+                                  *[a for p in paths for a in ("--lora", p)]], "/health"),
+        ]
     return specs
 
 
 def with_extra_lora(spec: PeerSpec, lora: Path) -> PeerSpec:
-    """The same peer relaunched with one more --lora: what loading a new adapter costs without runtime loading."""
-    flag = "--lora_path" if spec.name == LLAMA_CPP_PYTHON else "--lora"
-    return PeerSpec(spec.name, [*spec.argv, flag, str(lora)], spec.ready_path, spec.switch_form,
-                    spec.loads_by_path, spec.parallel_slots, spec.extra_body)
+    """The same launch with one more adapter: what loading a new adapter costs without runtime loading."""
+    return PeerSpec(spec.name, spec.role, spec.config, [*spec.argv, spec.lora_flag, str(lora)], spec.ready_path,
+                    spec.lora_flag)
 
 
 def start(spec: PeerSpec, log_dir: Path, timeout: float = 300.0) -> Running:
@@ -98,7 +103,7 @@ def start(spec: PeerSpec, log_dir: Path, timeout: float = 300.0) -> Running:
     port = free_port()
     argv = [*spec.argv, "--host", "127.0.0.1", "--port", str(port)]
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{spec.name.replace(' ', '-')}.log"
+    log = log_dir / f"{spec.name.replace(' ', '-')}-{spec.role}.log"
     base = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     with log.open("ab") as out:

@@ -16,37 +16,58 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _ms(value: float | None) -> float | None:
+    return value * 1000 if value is not None else None
+
+
+def _pct_ms(values: list[float], q: float) -> float | None:
+    return percentile(values, q) * 1000 if values else None
+
+
 def summarise(raw: dict) -> dict:
-    """Medians per peer, switch p50/p95, the bandwidth bound and each peer's fraction of it, and the ratios."""
+    """Medians per peer and measure, the bandwidth bound and each peer's fraction of it, and the ratios."""
     bound = raw["bandwidth"]["bandwidth_gbs"] * 1e9 / raw["model"]["weight_bytes_per_token"]
     peers = {}
     for name, data in raw["peers"].items():
         single = data.get("single", [])
         decode = median([s["decode_tps"] for s in single])
-        switch = data.get("switch_id", [])
+        chat = data.get("chat", [])
+        long = data.get("long", [])
         peers[name] = {
             "decode_tps": decode,
-            "ttft_ms": _scaled(median([s["ttft_s"] for s in single]), 1000),
-            "tokens": sorted({s["tokens"] for s in single}),
-            "samples": len(single),
+            "ttft_ms": _ms(median([s["ttft_s"] for s in single])),
             "bound_fraction": _ratio(decode, bound),
-            "concurrent_tps": median([c["aggregate_tps"] for c in data.get("concurrent", [])]),
-            "switch_p50_ms": _scaled(percentile(switch, 50), 1000) if switch else None,
-            "switch_p95_ms": _scaled(percentile(switch, 95), 1000) if switch else None,
-            "switch_path_p50_ms": _pct_ms(data.get("switch_path", []), 50),
+            "adapter_decode_tps": median([s["decode_tps"] for s in data.get("single_adapter", [])]),
+            "concurrent_same_tps": median([c["aggregate_tps"] for c in data.get("concurrent_same", [])]),
+            "concurrent_mixed_tps": median([c["aggregate_tps"] for c in data.get("concurrent_mixed", [])]),
+            "long_ratio": median([x["ratio"] for x in long]),
+            "long_streamed_s": median([x["streamed_s"] for x in long]),
+            "long_whole_s": median([x["whole_s"] for x in long]),
+            "post_during_p50_ms": _pct_ms(data.get("post_during_streams", []), 50),
+            "post_during_p95_ms": _pct_ms(data.get("post_during_streams", []), 95),
+            "switch_p50_ms": _pct_ms(data.get("switch_id", []), 50),
+            "switch_p95_ms": _pct_ms(data.get("switch_id", []), 95),
+            "chat_ttft1_ms": _ms(median([c["ttft1_s"] for c in chat])),
+            "chat_ttft2_ms": _ms(median([c["ttft2_s"] for c in chat])),
+            "chat_turn_ratio": median([c["ttft2_s"] / c["ttft1_s"] for c in chat]),
             "first_load_s": median(data.get("first_load", [])),
             "reload_s": median(data.get("reload", [])),
             "start_s": median(data.get("start", [])),
+            "configs": data.get("configs", {}),
             "errors": data.get("errors", []),
         }
     get = lambda peer, key: peers.get(peer, {}).get(key)  # noqa: E731
+    vs = lambda key, peer=LLAMA_SERVER: _ratio(get(STRATA, key), get(peer, key))  # noqa: E731
     ratios = {
-        "decode_vs_llama_server": _ratio(get(STRATA, "decode_tps"), get(LLAMA_SERVER, "decode_tps")),
-        "decode_vs_llama_cpp_python": _ratio(get(STRATA, "decode_tps"), get(LLAMA_CPP_PYTHON, "decode_tps")),
-        "ttft_vs_llama_server": _ratio(get(STRATA, "ttft_ms"), get(LLAMA_SERVER, "ttft_ms")),
-        "ttft_vs_llama_cpp_python": _ratio(get(STRATA, "ttft_ms"), get(LLAMA_CPP_PYTHON, "ttft_ms")),
-        "concurrent_vs_llama_server": _ratio(get(STRATA, "concurrent_tps"), get(LLAMA_SERVER, "concurrent_tps")),
-        "switch_p50_vs_llama_server": _ratio(get(STRATA, "switch_p50_ms"), get(LLAMA_SERVER, "switch_p50_ms")),
+        "decode_vs_llama_server": vs("decode_tps"),
+        "decode_vs_llama_cpp_python": vs("decode_tps", LLAMA_CPP_PYTHON),
+        "ttft_vs_llama_server": vs("ttft_ms"),
+        "ttft_vs_llama_cpp_python": vs("ttft_ms", LLAMA_CPP_PYTHON),
+        "adapter_decode_vs_llama_server": vs("adapter_decode_tps"),
+        "concurrent_same_vs_llama_server": vs("concurrent_same_tps"),
+        "concurrent_mixed_vs_llama_server": vs("concurrent_mixed_tps"),
+        "switch_p50_vs_llama_server": vs("switch_p50_ms"),
+        "chat_ttft2_vs_llama_server": vs("chat_ttft2_ms"),
         "reload_llama_server_over_first_load": _ratio(get(LLAMA_SERVER, "reload_s"), get(STRATA, "first_load_s")),
         "reload_llama_cpp_python_over_first_load": _ratio(get(LLAMA_CPP_PYTHON, "reload_s"),
                                                           get(STRATA, "first_load_s")),
@@ -54,62 +75,76 @@ def summarise(raw: dict) -> dict:
     return {"bound_tps": bound, "peers": peers, "ratios": ratios}
 
 
-def _scaled(value: float | None, factor: float) -> float | None:
-    return value * factor if value is not None else None
-
-
-def _pct_ms(values: list[float], q: float) -> float | None:
-    return percentile(values, q) * 1000 if values else None
-
-
-def _fmt(value, digits: int = 1, suffix: str = "") -> str:
+def _fmt(value, digits: int = 1) -> str:
     if value is None:
         return "—"
     if isinstance(value, float) and abs(value) < 10 ** -digits and value != 0:
-        return f"{value:.2g}{suffix}"
-    return f"{value:.{digits}f}{suffix}"
+        return f"{value:.2g}"
+    return f"{value:.{digits}f}"
+
+
+# (label, summary key, digits, peer whose value is compared, its launch role, ratio key, target)
+ROWS = [
+    ("Decode tok/s, 1 stream, bare model", "decode_tps", 2, LLAMA_SERVER, "ls-bare", "decode_vs_llama_server",
+     "≥ 1.0"),
+    ("… vs llama-cpp-python's server", "decode_tps", 2, LLAMA_CPP_PYTHON, "lcp", "decode_vs_llama_cpp_python",
+     "≥ 1.1"),
+    ("TTFT ms, 1 stream, bare model", "ttft_ms", 0, LLAMA_SERVER, "ls-bare", "ttft_vs_llama_server", "lower"),
+    ("Decode tok/s, 1 stream, one adapter at scale 1", "adapter_decode_tps", 2, LLAMA_SERVER, "ls-adapter",
+     "adapter_decode_vs_llama_server", "≥ 1.0"),
+    ("Aggregate tok/s, 4 streams, same adapter", "concurrent_same_tps", 2, LLAMA_SERVER, "ls-same",
+     "concurrent_same_vs_llama_server", "≥ 1.0"),
+    ("Aggregate tok/s, 4 streams, a different adapter each (per-request lora)", "concurrent_mixed_tps", 2,
+     LLAMA_SERVER, "ls-mixed", "concurrent_mixed_vs_llama_server", "≥ 1.0"),
+    ("Adapter switch p50 ms, idle (POST /lora-adapters, id form)", "switch_p50_ms", 2, LLAMA_SERVER, "ls-mixed",
+     "switch_p50_vs_llama_server", "≤ 1 ms"),
+    ("Chat turn 2 TTFT ms (turn 1 cached)", "chat_ttft2_ms", 0, LLAMA_SERVER, "ls-same",
+     "chat_ttft2_vs_llama_server", "lower"),
+]
+STRATA_ONLY = [
+    ("Long stream: streamed ÷ unstreamed time", "long_ratio", 3, "≤ 1.1"),
+    ("POST /lora-adapters p50 ms while 4 streams run", "post_during_p50_ms", 2, "≤ 5 ms"),
+    ("POST /lora-adapters p95 ms while 4 streams run", "post_during_p95_ms", 2, ""),
+    ("Chat TTFT, turn 2 ÷ turn 1", "chat_turn_ratio", 2, "< 1"),
+    ("New adapter by path, s (runtime load)", "first_load_s", 3, ""),
+]
 
 
 def markdown(raw: dict, summary: dict) -> str:
-    """The results table plus the context a reader needs to reproduce it."""
+    """The results table (each peer's configuration named) plus what a reader needs to reproduce it."""
     p, r = summary["peers"], summary["ratios"]
-    cell = lambda peer, key, d=1, s="": _fmt(p.get(peer, {}).get(key), d, s) if peer in p else "not run"  # noqa: E731
+    s = p.get(STRATA, {})
     cfg, model, bw = raw["config"], raw["model"], raw["bandwidth"]
-    rows = [
-        ("Decode tok/s, 1 stream", "decode_tps", 2, "", _fmt(r["decode_vs_llama_server"], 2),
-         _fmt(r["decode_vs_llama_cpp_python"], 2)),
-        ("TTFT ms, 1 stream", "ttft_ms", 0, "", _fmt(r["ttft_vs_llama_server"], 2), _fmt(r["ttft_vs_llama_cpp_python"], 2)),
-        ("Fraction of bandwidth bound", "bound_fraction", 2, "", "", ""),
-        ("Aggregate tok/s, 4 concurrent streams", "concurrent_tps", 2, "", _fmt(r["concurrent_vs_llama_server"], 2), ""),
-        ("Adapter switch p50 ms (POST /lora-adapters, id form)", "switch_p50_ms", 2, "",
-         _fmt(r["switch_p50_vs_llama_server"], 2), ""),
-        ("Adapter switch p95 ms", "switch_p95_ms", 2, "", "", ""),
-        ("New adapter by path, s (strata: runtime load)", "first_load_s", 3, "", "", ""),
-        ("New adapter by restart with --lora, s (stop + start until ready)", "reload_s", 2, "", "", ""),
-        ("Start until ready, s", "start_s", 2, "", "", ""),
-    ]
-    head = (f"| Measure | {' | '.join(PEERS)} | strata ÷ llama-server | strata ÷ llama-cpp-python |\n"
-            f"|---|{'---:|' * len(PEERS)}---:|---:|")
-    lines = [head]
-    for label, key, digits, suffix, ratio_ls, ratio_lcp in rows:
-        cells = " | ".join(cell(peer, key, digits, suffix) for peer in PEERS)
-        lines.append(f"| {label} | {cells} | {ratio_ls} | {ratio_lcp} |")
-    tokens = {peer: p[peer]["tokens"] for peer in p}
+    lines = ["| Measure | strata serve | peer | peer's configuration | strata ÷ peer | target |",
+             "|---|---:|---:|---|---:|---|"]
+    for label, key, digits, peer, role, ratio_key, target in ROWS:
+        other = p.get(peer)
+        value = _fmt(other.get(key), digits) if other else "not run"
+        config = f"{peer}: {other['configs'].get(role, '')}" if other else peer
+        lines.append(f"| {label} | {_fmt(s.get(key), digits)} | {value} | {config} | {_fmt(r[ratio_key], 2)} | "
+                     f"{target} |")
+    for label, key, digits, target in STRATA_ONLY:
+        lines.append(f"| {label} | {_fmt(s.get(key), digits)} | | | | {target} |")
+    for peer in (LLAMA_SERVER, LLAMA_CPP_PYTHON):
+        if p.get(peer, {}).get("reload_s") is not None:
+            ratio = r["reload_llama_server_over_first_load" if peer == LLAMA_SERVER
+                      else "reload_llama_cpp_python_over_first_load"]
+            lines.append(f"| New adapter by restart with one more --lora, s (stop + start until ready) | "
+                         f"{_fmt(s.get('first_load_s'), 3)} | {_fmt(p[peer]['reload_s'], 2)} | {peer} | "
+                         f"{_fmt(_ratio(1, ratio), 3)} | lower |")
     notes = [
         "",
-        f"- Model: random-weight Llama ({model['spec']['model']['layers']} layers, hidden {model['spec']['model']['hidden']}), "
-        f"{model['spec']['quant']}, {model['gguf_bytes'] / 1e6:.0f} MB GGUF; "
-        f"{model['weight_bytes_per_token'] / 1e6:.0f} MB of weights read per decoded token.",
-        f"- Memory bandwidth (numpy, {bw['threads']} threads): read {bw['read_gbs']:.1f} GB/s, copy (read + write) "
-        f"{bw['copy_gbs']:.1f} GB/s; bound = {bw['bandwidth_gbs']:.1f} GB/s ÷ weight bytes per token = "
-        f"{summary['bound_tps']:.1f} tok/s.",
-        f"- {cfg['rounds']} interleaved rounds × {cfg['repeats']} streamed greedy completions of "
-        f"{cfg['max_tokens']} tokens per peer (tokens actually generated: {tokens}); "
-        f"{cfg['switches']} switches per round; threads {cfg['threads']}, n_ctx {cfg['n_ctx']}, flash attention off.",
-        "- strata serves one request at a time (requests queue on one llama.cpp context); llama-server runs "
-        "`-np 4` slots batched together. llama-cpp-python's server cannot switch or load adapters at runtime.",
-        "- Reload = stop the server + start it again with the new `--lora` until it answers; strata loads the "
-        "same file at runtime through `POST /lora-adapters` with its path.",
+        f"- strata's launch: {s.get('configs', {}).get('strata', 'not run')}.",
+        f"- Model: random-weight Llama ({model['spec']['model']['layers']} layers, hidden "
+        f"{model['spec']['model']['hidden']}), {model['spec']['quant']}, {model['gguf_bytes'] / 1e6:.0f} MB GGUF; "
+        f"{model['weight_bytes_per_token'] / 1e6:.0f} MB of weights read per decoded token. Bandwidth (numpy, "
+        f"{bw['threads']} threads) {bw['bandwidth_gbs']:.1f} GB/s → decode bound {summary['bound_tps']:.1f} tok/s; "
+        "fraction reached, 1 stream bare: " + ", ".join(
+            f"{name} {_fmt(p[name]['bound_fraction'], 2)}" for name in PEERS if name in p) + ".",
+        f"- {cfg['rounds']} interleaved rounds × {cfg['repeats']} streamed greedy completions of {cfg['max_tokens']} "
+        f"tokens per single-stream measure; 4 streams × {cfg['concurrent_tokens']} tokens; long stream "
+        f"{cfg['long_tokens']} tokens; {cfg['switches']} switches per round; threads {cfg['threads']}, n_ctx "
+        f"{cfg['n_ctx']} per sequence, flash attention off, ignore_eos on every request.",
     ]
     if raw.get("machine"):
         m = raw["machine"]
@@ -125,7 +160,7 @@ def markdown(raw: dict, summary: dict) -> str:
 
 
 def chart(summary: dict, dest: Path) -> None:
-    """Four panels: decode tok/s (with the bandwidth bound), 4-stream aggregate, switch p50, new-adapter cost."""
+    """Four panels: 1-stream decode (bare, adapter), 4-stream aggregate (same, mixed), switch p50, chat TTFT."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,27 +169,24 @@ def chart(summary: dict, dest: Path) -> None:
     p = summary["peers"]
     names = [n for n in PEERS if n in p]
     colors = {STRATA: "#2a7ab0", LLAMA_SERVER: "#e08a1e", LLAMA_CPP_PYTHON: "#6a9f3a"}
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-
-    def bars(ax, items: list[tuple[str, float | None, str]], title: str, unit: str, log: bool = False) -> None:
-        items = [(label, value, color) for label, value, color in items if value is not None]
-        ax.bar([i[0] for i in items], [i[1] for i in items], color=[i[2] for i in items])
-        for x, (_, value, _) in enumerate(items):
-            ax.annotate(_fmt(value, 2), (x, value), ha="center", va="bottom", fontsize=8)
+    panels = [("1 stream, tok/s", ["decode_tps", "adapter_decode_tps"], ["bare", "adapter"]),
+              ("4 streams, aggregate tok/s", ["concurrent_same_tps", "concurrent_mixed_tps"], ["same", "mixed"]),
+              ("Adapter switch p50, ms", ["switch_p50_ms", "post_during_p50_ms"], ["idle", "during streams"]),
+              ("Chat TTFT, ms", ["chat_ttft1_ms", "chat_ttft2_ms"], ["turn 1", "turn 2"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(18, 4.2))
+    width = 0.8 / max(1, len(names))
+    for ax, (title, keys, labels) in zip(axes, panels):
+        for j, name in enumerate(names):
+            values = [p[name].get(k) for k in keys]
+            xs = [i + j * width for i, v in enumerate(values) if v is not None]
+            ys = [v for v in values if v is not None]
+            ax.bar(xs, ys, width, label=name, color=colors[name])
+            for x, y in zip(xs, ys):
+                ax.annotate(_fmt(y, 1), (x, y), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(keys))], labels)
         ax.set_title(title, fontsize=10)
-        ax.set_ylabel(unit)
-        if log:
-            ax.set_yscale("log")
-        ax.tick_params(axis="x", labelsize=7, rotation=15)
-
-    bars(axes[0], [(n, p[n]["decode_tps"], colors[n]) for n in names], "Decode, 1 stream", "tokens/s")
     axes[0].axhline(summary["bound_tps"], color="grey", linestyle="--", linewidth=1)
-    axes[0].annotate("bandwidth bound", (0, summary["bound_tps"]), fontsize=7, color="grey", va="bottom")
-    bars(axes[1], [(n, p[n]["concurrent_tps"], colors[n]) for n in names], "4 concurrent streams", "tokens/s")
-    bars(axes[2], [(n, p[n]["switch_p50_ms"], colors[n]) for n in names], "Adapter switch p50", "ms", log=True)
-    bars(axes[3], [("strata load by path", p.get(STRATA, {}).get("first_load_s"), colors[STRATA])]
-         + [(f"{n} restart", p[n]["reload_s"], colors[n]) for n in names if n != STRATA],
-         "New adapter", "seconds", log=True)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     tmp = dest.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -32,6 +32,8 @@ def test_llama_server_spellings_and_repeats(tmp_path):
     assert config.loras == [("a", 1.0), ("b", 0.25), ("c", 1.0)]
     assert config.lora_init_without_apply is True and config.flash_attn is True and config.logits_all is False
     assert (config.n_ctx, config.adapter_roots, config.api_key) == (512, ["/x", "/y"], "k")
+    assert config.parallel == 4  # slots by default
+    assert parse_argv(["-np", "2"]).parallel == parse_argv(["--parallel", "2"]).parallel == 2
 
 
 def test_env_defaults(tmp_path):
@@ -42,7 +44,8 @@ def test_env_defaults(tmp_path):
     assert (config.n_ctx, config.n_threads, config.api_key, config.workspace) == (1024, 3, "secret", tmp_path)
 
 
-@pytest.mark.parametrize("bad", [["--lora-scaled", "a", "nan"], ["--flash_attn", "maybe"], ["--port", "x"]])
+@pytest.mark.parametrize("bad", [["--lora-scaled", "a", "nan"], ["--flash_attn", "maybe"], ["--port", "x"],
+                                 ["--parallel", "0"], ["-np", "9", "--n_batch", "8"]])
 def test_bad_flags_exit_with_usage_error(bad):
     with pytest.raises(SystemExit) as info:
         parse_argv(bad)
@@ -62,6 +65,7 @@ def test_module_help_works():
     done = subprocess.run([sys.executable, "-m", "strata.serve", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     assert "--lora-scaled" in done.stdout and "--chat-format" in done.stdout and "--api-key" in done.stdout
+    assert "-np" in done.stdout and "grows linearly" in " ".join(done.stdout.split())  # --parallel: its KV cost
 
 
 def test_serve_imports_no_training_stack():
