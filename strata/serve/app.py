@@ -20,13 +20,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from strata.serve.config import ServeConfig
+from strata.serve.embeddings import encode
 from strata.serve.engine import Engine, Generation
 from strata.serve.errors import ApiError
 from strata.serve.metrics import Metrics
 from strata.serve.registry import set_label
 from strata.serve.responses import Reply
 from strata.serve.scheduler import Token
-from strata.serve.schemas import parse_adapter_body, parse_completion, read_json
+from strata.serve.schemas import parse_adapter_body, parse_completion, parse_embeddings, read_json
 
 log = logging.getLogger("strata.serve")
 SHUTDOWN_GRACE_S = 3.0
@@ -174,6 +175,15 @@ async def _chunks(generation: Generation, reply: Reply, include_usage: bool,
         raise
 
 
+async def embeddings(request: Request, runtime: Runtime) -> Response:
+    engine = runtime.ready_engine()
+    req = parse_embeddings(await read_json(request, runtime.config.max_body_bytes))
+    vectors, tokens = await engine.embed(req)
+    data = [{"object": "embedding", "index": i, "embedding": encode(v, req.encoding)} for i, v in enumerate(vectors)]
+    return Json({"object": "list", "data": data, "model": req.model or runtime.config.model_name,
+                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", "error")
@@ -219,6 +229,7 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/lora-adapters", endpoint("lora-adapters", set_adapters), methods=["POST"]),
         Route("/v1/completions", endpoint("completions", _completion_handler("text")), methods=["POST"]),
         Route("/v1/chat/completions", endpoint("chat", _completion_handler("chat")), methods=["POST"]),
+        Route("/v1/embeddings", endpoint("embeddings", embeddings), methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.runtime = Runtime(config=config, metrics=Metrics())

@@ -33,6 +33,7 @@ class ServeConfig:
     flash_attn: bool = False
     n_batch: int = 512
     parallel: int = 4
+    embeddings: bool = True
     n_gpu_layers: int = 0
     seed: int = 4294967295
     base_model: str | None = None  # HF dir of the base, for on-the-fly PEFT -> GGUF conversion
@@ -123,6 +124,10 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
                    help="sequence slots decoded together (continuous batching, each with its own adapter set; "
                    "default 4). The KV cache holds N x --n_ctx tokens, so its memory grows linearly with N; a "
                    "request beyond N waits for a free slot")
+    p.add_argument(*_flags("embeddings"), type=_bool, nargs="?", const=True, default=True,
+                   help="serve POST /v1/embeddings (True/False, default True). Its own llama.cpp context is made on "
+                   "the first request: one sequence of --n_ctx tokens of KV cache plus a compute buffer for that "
+                   "many tokens; it runs on its own thread beside the generation slots")
     p.add_argument(*_flags("n_gpu_layers"), type=int, default=0, help="layers to offload to a GPU (default 0)")
     p.add_argument(*_flags("chat_format"), default=None, help="chat template name, e.g. mistral-instruct; default: "
                    "the GGUF's own tokenizer.chat_template")
@@ -166,6 +171,7 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         api_key=ns.api_key or env.get("API_KEY") or None, adapter_roots=list(ns.adapter_roots),
         lora_init_without_apply=ns.lora_init_without_apply, logits_all=ns.logits_all,
         workspace=settings.workspace, flash_attn=ns.flash_attn, n_batch=ns.n_batch, parallel=ns.parallel,
+        embeddings=ns.embeddings,
         n_gpu_layers=ns.n_gpu_layers,
         seed=ns.seed, base_model=settings.base_model, max_body_bytes=ns.max_body_bytes,
         model_alias=ns.model_alias, verbose=ns.verbose,

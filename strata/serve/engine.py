@@ -14,13 +14,14 @@ from starlette.concurrency import run_in_threadpool
 
 from strata.serve import adapters as ad
 from strata.serve.config import ServeConfig
+from strata.serve.embeddings import Embedder
 from strata.serve.errors import ApiError
 from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel
 from strata.serve.registry import LoraSet, Ref, Registry
 from strata.serve.sampling import check_grammar
 from strata.serve.scheduler import Failed, Job, Scheduler
-from strata.serve.schemas import CompletionRequest
+from strata.serve.schemas import CompletionRequest, EmbeddingRequest
 from strata.serve.text import ChatTemplate
 
 CONTEXT_HINT = "shorten the prompt or start the server with a larger --n_ctx"
@@ -58,11 +59,13 @@ class Engine:
         self._tmp = Path(tempfile.mkdtemp(prefix="strata-serve-"))
         self.model: LoadedModel | None = None
         self.scheduler: Scheduler | None = None
+        self.embedder: Embedder | None = None
         try:
             self.model = LoadedModel.load(config)
             self.template = ChatTemplate(self.model, config.chat_format)
             self.scheduler = Scheduler(self.model, metrics, release=lambda lora: self.registry.release(lora),
                                        default_seed=config.seed)
+            self.embedder = Embedder(self.model, config) if config.embeddings else None
             self.registry = Registry(
                 self.model, ad.read_base_info(Path(config.model)), self._allowed_roots(),
                 ad.peft_converter(config.base_model, self._tmp / "converted"), metrics,
@@ -148,7 +151,7 @@ class Engine:
         job = Job(prompt=prompt, sampling=replace(req.sampling, logit_bias=tuple(bias)), lora=lora,
                   max_tokens=max_tokens, stops=stops, sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
                   logprobs=req.logprobs, prompt_logprobs=req.echo and req.logprobs is not None,
-                  ignore_eos=req.ignore_eos)
+                  ignore_eos=req.ignore_eos, reuse_prefix=req.cache_prompt)
         try:
             self.scheduler.submit(job)
         except BaseException:
@@ -156,8 +159,29 @@ class Engine:
             raise
         return Generation(job, queue), echoed if req.echo else ""
 
+    async def embed(self, req: EmbeddingRequest) -> tuple[list[list[float]], int]:
+        """Pooled, L2-normalised vectors for every input (and the tokens read), under the request's adapter set."""
+        if self.embedder is None:
+            raise ApiError(404, "embeddings are turned off on this server (started with --embeddings false).")
+        if req.tokens is not None:
+            inputs = req.tokens
+            bad = [t for seq in inputs for t in seq if not self.model.valid_token(t)]
+            if bad:
+                raise ApiError(400, f"input token id {bad[0]} is outside the vocabulary (0-{self.model.n_vocab - 1})")
+        else:
+            inputs = await run_in_threadpool(lambda: [self.model.tokenize(t, add_bos=True) for t in req.texts])
+        self.embedder.check(inputs)
+        refs = req.lora if req.lora is not None else self.registry.refs_for_model(req.model)
+        lora = self.registry.acquire(None if refs is None else await run_in_threadpool(self.registry.resolve, refs))
+        try:
+            return await self.embedder.embed(inputs, lora), sum(len(t) for t in inputs)
+        finally:
+            self.registry.release(lora)
+
     def close(self) -> None:
         """Stop the decode loop (in-flight streams get an error event), then free adapters and the model."""
+        if self.embedder is not None:
+            self.embedder.close()
         stopped = self.scheduler.close() if self.scheduler is not None else True
         if stopped and self.model is not None:
             import llama_cpp

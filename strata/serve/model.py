@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from strata.serve.config import ServeConfig
@@ -36,6 +37,9 @@ class LoadedModel:
     n_batch: int
     parallel: int
     metadata: dict[str, str]
+    # llama.cpp keeps the model's adapters in a set that loading/freeing an adapter changes and that a context
+    # reads when it re-reserves its graph (the first decode after an adapter-set change): hold this for those.
+    adapters_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def load(cls, config: ServeConfig) -> "LoadedModel":

@@ -65,7 +65,7 @@ class Registry:
         meta, shapes = ad.read_adapter_meta(file)
         ad.check_compatible(file, meta, shapes, self.base)
         started = time.perf_counter()
-        with quiet_llama(self._verbose):
+        with quiet_llama(self._verbose), self._model.adapters_lock:
             handle = llama_cpp.llama_adapter_lora_init(self._model.model.model, str(file).encode())
         if not handle:
             raise ApiError(422, f"llama.cpp could not load the LoRA {file} for this base model (see the server log); "
@@ -115,8 +115,9 @@ class Registry:
         """Free adapters loaded for a request that failed: nothing can reference them yet."""
         import llama_cpp
 
-        for adapter in fresh:
-            llama_cpp.llama_adapter_lora_free(adapter.handle)
+        with self._model.adapters_lock:
+            for adapter in fresh:
+                llama_cpp.llama_adapter_lora_free(adapter.handle)
 
     # -- the global set and references ----------------------------------------------------------------------
     def set_global(self, chosen: LoraSet) -> None:

@@ -40,6 +40,7 @@ class Job:
     logprobs: int | None = None  # alternatives to report per generated token (None: no logprobs at all)
     prompt_logprobs: bool = False  # echo: also the log-probability of every prompt token
     ignore_eos: bool = False
+    reuse_prefix: bool = True  # cache_prompt: start from a slot's cached tokens when they match
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
 
@@ -148,8 +149,9 @@ class Scheduler:
             if any(h in handles for h in self._applied_handles):
                 self._lib.llama_set_adapters_lora(self._model.ctx, None, 0, None)
                 self._applied, self._applied_handles = (), []
-            for handle in handles:
-                self._lib.llama_adapter_lora_free(handle)
+            with self._model.adapters_lock:
+                for handle in handles:
+                    self._lib.llama_adapter_lora_free(handle)
 
         self.call_soon(free)
 
@@ -214,7 +216,9 @@ class Scheduler:
         free = [s for s in self.slots if s.job is None]
 
         def reuse(slot: Slot) -> int:
-            return 0 if job.prompt_logprobs or slot.key != key else common_prefix(slot.cached, job.prompt)
+            if job.prompt_logprobs or not job.reuse_prefix or slot.key != key:
+                return 0
+            return common_prefix(slot.cached, job.prompt)
 
         slot = max(free, key=lambda s: (reuse(s), -s.last_used))
         keep = min(reuse(slot), len(job.prompt) - 1)
@@ -313,7 +317,11 @@ class Scheduler:
             return
         batch.n_tokens = n
         started = time.perf_counter()
-        rc = lib.llama_decode(self._model.ctx, batch)
+        if switched:  # this decode re-reserves the graph, which reads the model's adapter list
+            with self._model.adapters_lock:
+                rc = lib.llama_decode(self._model.ctx, batch)
+        else:
+            rc = lib.llama_decode(self._model.ctx, batch)
         took = time.perf_counter() - started
         self._learn(took, switched)
         self._metrics.decode_tokens.observe(n)

@@ -10,31 +10,14 @@ from typing import Any
 from starlette.requests import Request
 
 from strata.serve.errors import ApiError
+from strata.serve.fields import FIELDS, NUMBER, check_known
 from strata.serve.registry import Ref
 from strata.serve.sampling import Sampling
 from strata.serve.text import check_stops
 
-NUMBER = (int, float)
 TEXT_MAX_TOKENS = 16  # llama-cpp-python's (and OpenAI's) default for /v1/completions
 CHAT_DEFAULTS = {"temperature": 0.2}  # llama-cpp-python's create_chat_completion default
-# field -> (accepted types, description) for the scalar fields of both endpoints.
-COMMON: dict[str, tuple[tuple[type, ...], str]] = {
-    "max_tokens": ((int, type(None)), "an integer"),
-    "temperature": (NUMBER, "a number"),
-    "top_p": (NUMBER, "a number"),
-    "top_k": ((int,), "an integer"),
-    "min_p": (NUMBER, "a number"),
-    "typical_p": (NUMBER, "a number"),
-    "repeat_penalty": (NUMBER, "a number"),
-    "presence_penalty": (NUMBER, "a number"),
-    "frequency_penalty": (NUMBER, "a number"),
-    "seed": ((int, type(None)), "an integer"),
-    "stop": ((str, list, type(None)), "a string or a list of strings"),
-    "ignore_eos": ((bool,), "true or false"),
-    "grammar": ((str, type(None)), "a GBNF grammar string"),
-}
-TEXT = {"echo": ((bool,), "true or false"), "logprobs": ((int, type(None)), "an integer (0-20) or null")}
-CHAT = {"logprobs": ((bool, type(None)), "true or false"), "top_logprobs": ((int, type(None)), "an integer")}
+PATHS = {"text": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -110,19 +93,118 @@ class CompletionRequest:
     logprobs: int | None = None  # alternatives per token to report; None: no logprobs
     include_usage: bool = False  # stream_options.include_usage
     ignore_eos: bool = False
+    cache_prompt: bool = True
     logit_bias: dict[int, float] = field(default_factory=dict)
 
 
-def _check_fields(body: dict, spec: dict[str, tuple[tuple[type, ...], str]]) -> dict[str, Any]:
-    out = {}
-    for name, (types, what) in spec.items():
-        if name in body:
-            value = body[name]
-            if not _is(value, types) or (isinstance(value, float) and not math.isfinite(value)):
-                raise ApiError(400, f"\"{name}\" must be {what}, got {value!r}")
-            if name == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
-                raise ApiError(400, "\"stop\" must be a string or a list of strings")
-            out[name] = value
+def _check_types(body: dict, path: str) -> None:
+    """400 for an unknown or unsupported field, or a value of the wrong JSON type (NaN/inf included)."""
+    check_known(body, path)
+    for name, value in body.items():
+        types, _ = FIELDS[path][name]
+        if not _is(value, types) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ApiError(400, f"\"{name}\" must be {_kinds(types)}, got {value!r:.80}")
+
+
+def _kinds(types: tuple[type, ...]) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "an object", type(None): "null"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def _grammar(body: dict[str, Any]) -> str | None:
+    """GBNF from `grammar`, `json_schema` or `response_format` (one of them); schemas go through llama-cpp-python's
+    own JSON-schema-to-GBNF converter."""
+    from llama_cpp import llama_grammar
+
+    given = [k for k in ("grammar", "json_schema", "response_format") if body.get(k) is not None]
+    rf = body.get("response_format") or {}
+    if rf and rf.get("type") == "text":
+        given.remove("response_format")
+    if len(given) > 1:
+        raise ApiError(400, f"give one of {given}, not several: each one constrains the whole reply.")
+    if not given:
+        return None
+    if given == ["grammar"]:
+        return body["grammar"]
+    if given == ["json_schema"]:
+        schema, where = body["json_schema"], "json_schema"
+    else:
+        kind = rf.get("type")
+        if kind == "json_object":
+            if "schema" not in rf:
+                return llama_grammar.JSON_GBNF
+            schema, where = rf["schema"], "response_format.schema"
+        elif kind == "json_schema":
+            inner = rf.get("json_schema")
+            if not isinstance(inner, dict) or not isinstance(inner.get("schema"), dict):
+                raise ApiError(400, "response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": "
+                                    "{...}}}")
+            schema, where = inner["schema"], "response_format.json_schema.schema"
+        else:
+            raise ApiError(400, f"response_format.type must be \"text\", \"json_object\" or \"json_schema\", got "
+                                f"{kind!r}")
+    if not isinstance(schema, dict):
+        raise ApiError(400, f"{where} must be a JSON schema object")
+    _check_schema(schema, where)
+    try:
+        return llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # noqa: BLE001 - the converter raises plain errors for schemas it cannot express
+        raise ApiError(400, f"{where} is not a JSON schema strata can enforce: {exc!s:.200}") from None
+
+
+# What llama-cpp-python's JSON-schema-to-GBNF converter enforces, and keys that only annotate. Any other keyword
+# (minimum, multipleOf, uniqueItems, not, if/then, ...) would be ignored silently, so it is a 400 instead.
+SCHEMA_ENFORCED = {"type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems",
+                   "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "pattern", "minLength", "maxLength",
+                   "format", "$defs", "definitions"}
+SCHEMA_ANNOTATIONS = {"title", "description", "$schema", "$id", "$comment", "default", "examples", "deprecated",
+                      "readOnly", "writeOnly"}
+
+
+def _check_schema(schema: Any, where: str) -> None:
+    if not isinstance(schema, dict):
+        if isinstance(schema, bool):
+            return
+        raise ApiError(400, f"{where} must be a JSON schema object, got {schema!r:.60}")
+    unknown = sorted(set(schema) - SCHEMA_ENFORCED - SCHEMA_ANNOTATIONS)
+    if unknown:
+        raise ApiError(400, f"{where} uses {unknown}, which the grammar cannot enforce; drop it (validate it after) "
+                            f"or express it with: {', '.join(sorted(SCHEMA_ENFORCED))}.")
+    for key in ("properties", "$defs", "definitions"):
+        for name, sub in (schema.get(key) or {}).items():
+            _check_schema(sub, f"{where}.{key}.{name}")
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        for i, sub in enumerate(schema.get(key) or []):
+            _check_schema(sub, f"{where}.{key}[{i}]")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            _check_schema(schema[key], f"{where}.{key}")
+
+
+def _messages(value: Any) -> list[dict[str, Any]]:
+    """Chat messages with text content; content parts of type text are joined, any other part is a 400."""
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "\"messages\" must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
+    out = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ApiError(400, f"messages[{i}] must be an object with a string \"role\" and \"content\"")
+        extra = set(message) - {"role", "content", "name"}
+        if extra:
+            raise ApiError(400, f"messages[{i}] has {sorted(extra)}: only role, content and name are supported "
+                                "(tool calls are not)")
+        content = message.get("content")
+        if isinstance(content, list):
+            kinds = [p.get("type") if isinstance(p, dict) else None for p in content]
+            other = [k for k in kinds if k != "text"]
+            if other or not all(isinstance(p.get("text"), str) for p in content):
+                raise ApiError(400, f"messages[{i}].content has a {other[0] if other else 'malformed'!r} part: only "
+                                    "text parts are supported (this server serves a text-only GGUF)")
+            content = "".join(p["text"] for p in content)
+        elif content is not None and not isinstance(content, str):
+            raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts")
+        out.append({**message, "content": content or ""})
     return out
 
 
@@ -144,68 +226,96 @@ def _logit_bias(value: Any) -> dict[int, float]:
     return out
 
 
-def _sampling(params: dict[str, Any], kind: str) -> Sampling:
-    if params.get("repeat_penalty", 1.0) <= 0:
+def _sampling(body: dict[str, Any], kind: str, grammar: str | None) -> Sampling:
+    if body.get("repeat_penalty", 1.0) <= 0:
         raise ApiError(400, "\"repeat_penalty\" must be greater than 0 (1.0 turns it off)")
-    if params.get("top_k", 1) < 0:
+    if body.get("top_k", 1) < 0:
         raise ApiError(400, "\"top_k\" must be 0 (off) or more")
-    knobs = {k: params[k] for k in ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
-                                    "presence_penalty", "frequency_penalty") if k in params}
-    seed = params.get("seed")
+    knobs = {k: body[k] for k in ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty",
+                                  "presence_penalty", "frequency_penalty") if k in body}
+    seed = body.get("seed")
     defaults = CHAT_DEFAULTS if kind == "chat" else {}
-    return Sampling(**{**defaults, **knobs}, seed=None if seed is None else seed % (1 << 32),
-                    grammar=params.get("grammar") or None)
+    return Sampling(**{**defaults, **knobs}, seed=None if seed is None else seed % (1 << 32), grammar=grammar)
+
+
+def _top(value: Any, name: str) -> int | None:
+    if value is not None and not 0 <= value <= 20:
+        raise ApiError(400, f"\"{name}\" must be between 0 and 20")
+    return value
 
 
 def parse_completion(body: Any, kind: str) -> CompletionRequest:
-    """Validate a completion body; `kind` is "chat" or "text"."""
+    """Validate a completion body against the field table; `kind` is "chat" or "text"."""
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
-    if "max_completion_tokens" in body and "max_tokens" not in body:
-        body = {**body, "max_tokens": body["max_completion_tokens"]}
-    params = _check_fields(body, {**COMMON, **(CHAT if kind == "chat" else TEXT)})
+    _check_types(body, PATHS[kind])
     if body.get("n", 1) != 1:
         raise ApiError(400, "only n=1 is supported; send several requests instead")
     extra: dict[str, Any] = {}
     if kind == "chat":
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-            raise ApiError(400, "\"messages\" must be a non-empty list of {\"role\": ..., \"content\": ...} objects")
-        extra["messages"] = messages
-        if params.get("logprobs"):
-            top = params.get("top_logprobs") or 0
-            if not 0 <= top <= 20:
-                raise ApiError(400, "\"top_logprobs\" must be between 0 and 20")
-            extra["logprobs"] = top
+        extra["messages"] = _messages(body.get("messages"))
+        top = _top(body.get("top_logprobs"), "top_logprobs")
+        if body.get("logprobs"):
+            extra["logprobs"] = top or 0
+        elif top:
+            raise ApiError(400, "\"top_logprobs\" needs \"logprobs\": true")
     else:
         prompt = body.get("prompt", "")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(_is(t, (int,)) for t in prompt)):
-            raise ApiError(400, "\"prompt\" must be a string (or a list of token ids)")
+            raise ApiError(400, "\"prompt\" must be a string (or a list of token ids); send one prompt per request")
         extra["prompt"] = prompt
-        if params.get("logprobs") is not None:
-            if not 0 <= params["logprobs"] <= 20:
-                raise ApiError(400, "\"logprobs\" must be between 0 and 20")
-            extra["logprobs"] = params["logprobs"]
-        extra["echo"] = params.get("echo", False)
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(400, f"\"stream\" must be true or false, got {stream!r}")
+        extra["logprobs"] = _top(body.get("logprobs"), "logprobs")
+        extra["echo"] = body.get("echo", False)
     options = body.get("stream_options") or {}
-    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
-        raise ApiError(400, "\"stream_options\" must be an object like {\"include_usage\": true}")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ApiError(400, "\"model\" must be a string")
+    if not isinstance(options.get("include_usage", False), bool) or set(options) - {"include_usage"}:
+        raise ApiError(400, "\"stream_options\" must be {\"include_usage\": true|false}")
     lora = body.get("lora")
-    if lora is not None and not isinstance(lora, list):
-        raise ApiError(400, "\"lora\" must be a list of {\"id\"|\"path\", \"scale\"} objects")
     refs = [parse_ref(e, f"lora[{i}]") for i, e in enumerate(lora)] if lora is not None else None
-    max_tokens = params.get("max_tokens", None if kind == "chat" else TEXT_MAX_TOKENS)
-    return CompletionRequest(kind=kind, sampling=_sampling(params, kind), max_tokens=max_tokens,
-                             stop=check_stops(params.get("stop")), stream=stream, model=model, lora=refs,
-                             include_usage=bool(options.get("include_usage")),
-                             ignore_eos=params.get("ignore_eos", False), logit_bias=_logit_bias(body.get("logit_bias")),
-                             **extra)
+    default = None if kind == "chat" else TEXT_MAX_TOKENS
+    max_tokens = body["max_tokens"] if "max_tokens" in body else body.get("max_completion_tokens", default)
+    return CompletionRequest(kind=kind, sampling=_sampling(body, kind, _grammar(body)), max_tokens=max_tokens,
+                             stop=check_stops(body.get("stop")), stream=body.get("stream", False),
+                             model=body.get("model"), lora=refs, include_usage=bool(options.get("include_usage")),
+                             ignore_eos=body.get("ignore_eos", False), logit_bias=_logit_bias(body.get("logit_bias")),
+                             cache_prompt=body.get("cache_prompt", True), **extra)
+
+
+@dataclass
+class EmbeddingRequest:
+    """A validated /v1/embeddings body."""
+
+    texts: list[str] | None  # strings to tokenize, or
+    tokens: list[list[int]] | None  # token ids given directly
+    encoding: str
+    model: str | None
+    lora: list[Ref] | None
+
+
+def parse_embeddings(body: Any) -> EmbeddingRequest:
+    """Validate an embeddings body: `input` as a string, strings, token ids, or lists of token ids."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    _check_types(body, "/v1/embeddings")
+    if "input" not in body:
+        raise ApiError(400, "\"input\" is required: a string or a list of strings")
+    value = body["input"]
+    texts = tokens = None
+    if isinstance(value, str):
+        texts = [value]
+    elif value and all(isinstance(v, str) for v in value):
+        texts = list(value)
+    elif value and all(_is(v, (int,)) for v in value):
+        tokens = [list(value)]
+    elif value and all(isinstance(v, list) and v and all(_is(t, (int,)) for t in v) for v in value):
+        tokens = [list(v) for v in value]
+    else:
+        raise ApiError(400, "\"input\" must be a string, a non-empty list of strings, a list of token ids, or a list "
+                            "of lists of token ids")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise ApiError(400, f"\"encoding_format\" must be \"float\" or \"base64\", got {encoding!r}")
+    lora = body.get("lora")
+    refs = [parse_ref(e, f"lora[{i}]") for i, e in enumerate(lora)] if lora is not None else None
+    return EmbeddingRequest(texts=texts, tokens=tokens, encoding=encoding, model=body.get("model"), lora=refs)

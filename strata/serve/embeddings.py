@@ -1,0 +1,135 @@
+"""/v1/embeddings: a second llama.cpp context on the served model (embeddings pooled per sequence), made on first
+use and driven by its own worker thread, so generation slots never wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ctypes
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from strata.serve.config import ServeConfig
+from strata.serve.errors import ApiError
+from strata.serve.model import LoadedModel, quiet_llama
+from strata.serve.registry import LoraSet
+
+MAX_INPUTS = 256
+
+
+def pooling_for(metadata: dict[str, str]) -> int:
+    """The model's own pooling type when its GGUF declares one, else mean pooling (a causal LM declares none)."""
+    import llama_cpp
+
+    arch = metadata.get("general.architecture", "")
+    declared = metadata.get(f"{arch}.pooling_type")
+    if declared is not None and declared.strip() not in ("", "0"):
+        return llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # llama.cpp then uses the model's own
+    return llama_cpp.LLAMA_POOLING_TYPE_MEAN
+
+
+class Embedder:
+    """Owns the embeddings context; every llama.cpp call on it runs on its single worker thread."""
+
+    def __init__(self, model: LoadedModel, config: ServeConfig) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._model = model
+        self._config = config
+        self._context: Any = None
+        self._batch: Any = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="strata-embed")
+        self.n_embd = llama_cpp.llama_model_n_embd(model.model.model)
+        self.n_ctx = config.n_ctx
+
+    def _ensure_context(self) -> Any:
+        if self._context is None:
+            from llama_cpp import _internals
+
+            params = self._lib.llama_context_default_params()
+            params.n_ctx = params.n_batch = params.n_ubatch = self.n_ctx  # a pooled sequence is one ubatch
+            params.n_seq_max = 1
+            params.n_threads = params.n_threads_batch = self._config.n_threads
+            params.embeddings = True
+            params.pooling_type = pooling_for(self._model.metadata)
+            params.no_perf = True
+            with quiet_llama(self._config.verbose), self._model.adapters_lock:  # creating it reserves a graph
+                try:
+                    self._context = _internals.LlamaContext(model=self._model.model, params=params,
+                                                            verbose=self._config.verbose)
+                except ValueError:
+                    raise ApiError(503, "llama.cpp could not create the embeddings context (out of memory?); start "
+                                        "with a smaller --n_ctx, or --embeddings false to turn embeddings off.") from None
+            self._batch = self._lib.llama_batch_init(self.n_ctx, 0, 1)
+        return self._context
+
+    def _set_adapters(self, ctx: Any, lora: LoraSet) -> None:
+        n = len(lora)
+        handles = (self._lib.llama_adapter_lora_p_ctypes * n)(*[a.handle for a, _ in lora])
+        scales = (ctypes.c_float * n)(*[s for _, s in lora])
+        self._lib.llama_set_adapters_lora(ctx, handles if n else None, n, scales if n else None)
+
+    def _embed(self, inputs: list[list[int]], lora: LoraSet) -> list[list[float]]:
+        """One L2-normalised vector per input (blocking; runs on the worker thread)."""
+        lib, ctx = self._lib, self._ensure_context().ctx
+        self._set_adapters(ctx, lora)
+        out = []
+        try:
+            for i, tokens in enumerate(inputs):
+                batch = self._batch
+                for j, token in enumerate(tokens):
+                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, j, 1
+                    batch.seq_id[j][0], batch.logits[j] = 0, True
+                batch.n_tokens = len(tokens)
+                lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+                if i == 0:  # the first decode after an adapter change re-reserves: it reads the adapter list
+                    with self._model.adapters_lock:
+                        rc = lib.llama_decode(ctx, batch)
+                else:
+                    rc = lib.llama_decode(ctx, batch)
+                if rc != 0:
+                    raise ApiError(500, f"llama_decode failed (code {rc}) while embedding input {i}; retry it.")
+                pointer = lib.llama_get_embeddings_seq(ctx, 0)
+                if not pointer:
+                    raise ApiError(500, "llama.cpp returned no pooled embedding for this model.")
+                vector = [float(pointer[k]) for k in range(self.n_embd)]
+                norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+                out.append([v / norm for v in vector])
+        finally:
+            self._set_adapters(ctx, ())  # never keep a pointer to an adapter that may be freed later
+        return out
+
+    def check(self, inputs: list[list[int]]) -> None:
+        if not inputs:
+            raise ApiError(400, "\"input\" is empty; send a string or a non-empty list of strings.")
+        if len(inputs) > MAX_INPUTS:
+            raise ApiError(400, f"\"input\" has {len(inputs)} items; send at most {MAX_INPUTS} per request.")
+        for i, tokens in enumerate(inputs):
+            if not tokens:
+                raise ApiError(400, f"input {i} is empty after tokenizing; send some text.")
+            if len(tokens) > self.n_ctx:
+                raise ApiError(400, f"input {i} is {len(tokens)} tokens; the limit is --n_ctx {self.n_ctx}. Split it "
+                                    "or start the server with a larger --n_ctx.")
+
+    async def embed(self, inputs: list[list[int]], lora: LoraSet) -> list[list[float]]:
+        """Vectors for inputs that passed check(), computed on the worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._embed, inputs, lora)
+
+    def close(self) -> None:
+        """Wait for the request in progress, then free the context (before the model)."""
+        self._pool.shutdown(wait=True)
+        if self._batch is not None:
+            self._lib.llama_batch_free(self._batch)
+        if self._context is not None:
+            self._context.close()
+
+
+def encode(vector: list[float], encoding: str) -> list[float] | str:
+    """OpenAI's encodings: a float list, or base64 of little-endian float32."""
+    if encoding == "base64":
+        import numpy as np
+
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector
