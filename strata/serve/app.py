@@ -102,6 +102,9 @@ async def health(request: Request, runtime: Runtime) -> Response:
         status = "error" if runtime.error else "loading"
         return JSONResponse({"status": status, "message": runtime.error or "loading the model"}, status_code=503)
     engine = runtime.engine
+    if not engine.scheduler.alive():
+        return JSONResponse({"status": "error", "message": "the decode loop has stopped (see the server log); "
+                                                           "restart the server"}, status_code=503)
     return JSONResponse({"status": "ok", "model": runtime.config.model_name,
                          "adapters": len(engine.registry.adapters), "slots": engine.model.parallel,
                          "slots_busy": engine.scheduler.busy()})
@@ -141,15 +144,29 @@ def _completion_handler(kind: str) -> Handler:
             # on SIGTERM the scheduler fails in-flight jobs at once; the grace period lets that error event out
             return EventSourceResponse(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15,
                                        headers=headers, shutdown_grace_period=SHUTDOWN_GRACE_S)
-        async with aclosing(generation.events()) as events:
-            async for event in events:
-                if isinstance(event, Token):
-                    reply.add(event)
-                else:
-                    return Json(reply.body(event), headers=headers)
-        raise ApiError(500, "the generation ended without a result; see the server log.")
+        async with anyio.create_task_group() as group:
+            group.start_soon(_cancel_on_disconnect, request, generation, group.cancel_scope)
+            async with aclosing(generation.events()) as events:
+                async for event in events:
+                    if isinstance(event, Token):
+                        reply.add(event)
+                    else:
+                        group.cancel_scope.cancel()
+                        return Json(reply.body(event), headers=headers)
+        raise ApiError(499, "the client went away before the reply was ready; the generation was stopped.")
 
     return handle
+
+
+async def _cancel_on_disconnect(request: Request, generation: Generation, scope: anyio.CancelScope) -> None:
+    """A client that hangs up on an unstreamed request frees its slot too (the body is already read, so the next
+    ASGI message is the disconnect): the job is cancelled and the handler stops waiting for it."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            generation.job.cancelled = True
+            scope.cancel()
+            return
 
 
 async def _chunks(generation: Generation, reply: Reply, include_usage: bool,

@@ -155,6 +155,9 @@ class Scheduler:
 
         self.call_soon(free)
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def busy(self) -> int:
         return sum(1 for s in self.slots if s.job is not None)
 

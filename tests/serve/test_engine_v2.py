@@ -202,6 +202,13 @@ def test_disconnect_frees_the_slot_within_a_step(api):
     while busy() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert busy() == 0 and cancelled() == before + 1
+    with pytest.raises(httpx.TimeoutException):  # an unstreamed request whose client hangs up is stopped too
+        httpx.post(f"{api.base_url}/v1/completions", json={"prompt": PROMPT, "max_tokens": 480, "temperature": 0,
+                                                           "ignore_eos": True}, timeout=0.3)
+    deadline = time.monotonic() + 10
+    while busy() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert busy() == 0 and cancelled() == before + 2
 
 
 def test_sigterm_during_a_long_generation_ends_the_stream_and_exits_in_seconds(base_gguf, tmp_path):
