@@ -146,24 +146,22 @@ def _load_model(settings: Settings, base_dir: Path, below: list[Path], device: s
 def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry_run: bool,
                resume_from: str | None, progress: bool) -> Any:
     """Wrap `model` with a fresh adapter, train it on `job`, write the adapter dir; return the bare model again."""
-    from peft import LoraConfig, get_peft_model
+    from strata.build.targets import describe, wrap_lora
 
     cfg: TrainPreset = ctx["cfg"]
     blocks = batches.build_blocks(job.records, tokenizer, cfg.format, cfg.max_seq_len)
     val_blocks = batches.build_blocks(job.val_records, tokenizer, cfg.format, cfg.max_seq_len)[
         : cfg.eval_batches * cfg.batch_size] if job.val_records else []
     plan = batches.step_plan(len(blocks), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.seed, cfg.max_steps)
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-                      use_dora=ctx["peft"] == "dora", task_type="CAUSAL_LM")
     import torch
 
     torch.manual_seed(cfg.seed)
-    peft_model = get_peft_model(model, lora)
+    peft_model, ctx["targets"] = wrap_lora(model, cfg, use_dora=ctx["peft"] == "dora")
     trainable, total = peft_model.get_nb_trainable_parameters()
     tokens = sum(len(b.input_ids) for b in blocks)
     print(f"{job.name}: {len(job.records)} records -> {len(blocks)} blocks, {tokens} tokens; {len(plan)} steps "
           f"x {cfg.batch_size}x{cfg.grad_accum} blocks; trainable {trainable:,} of {total:,} params "
-          f"({ctx['peft']}, r={cfg.r}, {'+'.join(cfg.target_modules)}); on {ctx['device']}; "
+          f"({ctx['peft']}, r={cfg.r}, {describe(ctx['targets'])}); on {ctx['device']}; "
           f"base + levels {[p.name for p in ctx['below']]}; -> {job.out}" + (" [dry run: nothing trained or written]"
                                                                              if dry_run else ""))
     if dry_run:
