@@ -13,6 +13,7 @@ from typing import Any
 
 from strata.build import batches, checkpoints, layers
 from strata.build.basemodel import resolve_base_model
+from strata.build.preflight import check_base
 from strata.build.trainconfig import TrainPreset, load_train_preset
 from strata.errors import StrataError
 from strata.files import read_jsonl, sha256_file
@@ -52,6 +53,7 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     val = [r for r in read_jsonl(settings.val_jsonl, "rebuild it with `strata build dataset`")
            if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
     jobs = _jobs(settings, level, per_topic, records, val)
+    check_base(settings, base_dir, {f"level {level}": cfg.format})
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
