@@ -107,7 +107,8 @@ def check_f16(hf_dir: Path, f16: Path, tokens: list[int], preset: FidelityPreset
                "hf_attention": attention}
     if numbers["relative_error"] > preset.max_relative_error or numbers["top1_agreement"] < preset.min_top1_agreement:
         raise StrataError(
-            f"fidelity check failed: the F16 GGUF disagrees with the HF model ({attention} attention) on {len(tokens)} val tokens "
+            f"fidelity check failed: the F16 GGUF disagrees with the HF model ({attention} attention) on "
+            f"{len(tokens)} val tokens "
             f"(relative error {numbers['relative_error']:.2e}, limit {preset.max_relative_error:.0e}; top-1 agreement "
             f"{numbers['top1_agreement']:.3f}, minimum {preset.min_top1_agreement}). The model was NOT promoted. "
             "Check that llama.cpp supports this architecture and the converter matches llama-cpp-python, "

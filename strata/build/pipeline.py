@@ -213,7 +213,9 @@ def preflight(settings: Settings, options: Options, echo: Echo) -> None:
     from strata.build.preflight import check_base
     from strata.build.trainconfig import load_train_preset
 
-    formats = {f"level {n}": load_train_preset(n, options.train.get("preset")).format for n in options.levels}
+    overrides = {k: v for k, v in options.train.items() if k not in TRAIN_KWARGS}  # as _train_call passes them
+    formats = {f"level {n}": load_train_preset(n, options.train.get("preset"), **overrides).format
+               for n in options.levels}
     check_base(settings, resolve_base_model(settings, options.train.get("base_model")), formats, echo=echo)
 
 

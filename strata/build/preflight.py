@@ -14,7 +14,8 @@ from strata.files import atomic_write_json
 from strata.settings import Settings
 
 
-def check_base(settings: Settings, base_dir: Path, formats: dict[str, str], echo: Callable[[str], None] = print) -> dict:
+def check_base(settings: Settings, base_dir: Path, formats: dict[str, str],
+               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every check on `base_dir` for levels whose data formats are `formats` ({"level 2": "chat", ...});
     returns what was found, raises a StrataError naming the first problem and its fix."""
     from transformers import AutoConfig, AutoTokenizer
@@ -25,22 +26,25 @@ def check_base(settings: Settings, base_dir: Path, formats: dict[str, str], echo
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
     except (OSError, ValueError, KeyError) as exc:
         raise StrataError(f"transformers cannot load the base model's config or tokenizer in {base_dir} "
-                          f"({type(exc).__name__}: {exc}); it must be a Hugging Face model dir with its tokenizer files.") from None
-    found = {"architecture": (config.architectures or [type(config).__name__])[0], **tokenizer_fits(base_dir, config, tokenizer)}
+                          f"({type(exc).__name__}: {exc}); it must be a Hugging Face model dir with its tokenizer "
+                          "files.") from None
+    found = {"architecture": (config.architectures or [type(config).__name__])[0],
+             **tokenizer_fits(base_dir, config, tokenizer)}
     chat = sorted(name for name, fmt in formats.items() if fmt == "chat")
     if chat and not tokenizer.chat_template:
-        raise StrataError(f"{', '.join(chat)} train{'s' if len(chat) == 1 else ''} on chat records (format: chat), but "
-                          f"{base_dir} has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json). "
-                          "Add the model's chat template there, or set format: text in those levels' presets.")
+        raise StrataError(f"{', '.join(chat)} train{'s' if len(chat) == 1 else ''} on chat records (format: chat), "
+                          f"but {base_dir} has no chat template (chat_template.jinja, or chat_template in "
+                          "tokenizer_config.json). Add the model's chat template there, or set format: text in those "
+                          "levels' presets.")
     found |= llamacpp_vocab(base_dir, settings.runs / "preflight")
     window = sliding_window(config)
     if window and not found.get("gguf_sliding_window"):
         echo(f"note: {base_dir.name} attends through a {window}-token sliding window, but llama.cpp's GGUF of it has "
              f"none, so llama.cpp attends to the whole context: served outputs match training only while the context "
              f"stays within {window} tokens (keep N_CTX <= {window}).")
-    echo(f"pre-flight: {found['architecture']} base; tokenizer ids 0..{found['largest_id']} fit its {found['embedding_rows']} "
-         f"embedding rows; llama.cpp converts and loads its vocabulary ({found['gguf_vocab']} tokens, arch "
-         f"{found['gguf_arch']}){'; chat template present' if chat else ''}")
+    echo(f"pre-flight: {found['architecture']} base; tokenizer ids 0..{found['largest_id']} fit its "
+         f"{found['embedding_rows']} embedding rows; llama.cpp converts and loads its vocabulary "
+         f"({found['gguf_vocab']} tokens, arch {found['gguf_arch']}){'; chat template present' if chat else ''}")
     return found
 
 
@@ -51,12 +55,13 @@ def tokenizer_fits(base_dir: Path, config: Any, tokenizer: Any) -> dict[str, int
     if largest >= rows:
         declared = _declared_class(base_dir)
         chosen = type(tokenizer).__name__
+        swapped = declared and declared.removesuffix("Fast") != chosen.removesuffix("Fast")
         why = (f"tokenizer_config.json names {declared}, but transformers loads {chosen} for model_type "
-               f"{config.model_type!r}. " if declared and declared.removesuffix("Fast") != chosen.removesuffix("Fast") else "")
-        raise StrataError(f"the tokenizer of {base_dir} ({chosen}) has token ids up to {largest}, but the model's embedding "
-                          f"has {rows} rows (vocab_size in config.json): training would stop with `IndexError: index out "
-                          f"of range`. {why}Use the tokenizer files this model was trained with, or a model whose "
-                          f"embedding has at least {largest + 1} rows.")
+               f"{config.model_type!r}. " if swapped else "")
+        raise StrataError(f"the tokenizer of {base_dir} ({chosen}) has token ids up to {largest}, but the model's "
+                          f"embedding has {rows} rows (vocab_size in config.json): training would stop with "
+                          f"`IndexError: index out of range`. {why}Use the tokenizer files this model was trained "
+                          f"with, or a model whose embedding has at least {largest + 1} rows.")
     return {"largest_id": largest, "embedding_rows": rows}
 
 

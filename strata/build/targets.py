@@ -69,7 +69,8 @@ def resolve_targets(model: Any, requested: list[str] | str) -> list[str] | str:
             found = next((group for group in ROLES[item] if all(_matches(t, names) for t in group)), None)
             if found is None:
                 known = "; ".join("+".join(group) for group in ROLES[item])
-                raise StrataError(f"target_modules role {item!r} fits none of the layouts strata knows ({known}). {hint}")
+                raise StrataError(f"target_modules role {item!r} fits none of the layouts strata knows ({known}). "
+                                  f"{hint}")
             resolved += found
         elif _matches(item, names):
             resolved.append(item)
