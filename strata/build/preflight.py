@@ -103,7 +103,10 @@ def llamacpp_vocab(base_dir: Path, log_dir: Path) -> dict[str, Any]:
         arch = read_metadata(vocab, "general.architecture")
         found = {"gguf_arch": arch, "gguf_vocab": size,
                  "gguf_sliding_window": read_metadata(vocab, f"{arch}.attention.sliding_window")}
-    atomic_write_json(cache, found)
+    try:
+        atomic_write_json(cache, found)
+    except OSError:  # a read-only cache (a baked image) only costs the check again next time
+        pass
     return found
 
 
