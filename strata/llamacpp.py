@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,29 +92,72 @@ def _extract(sdist: Path, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_script(script: str, args: list[str], what: str) -> str:
-    """Run one converter with this interpreter; raise a StrataError carrying its last lines on failure."""
+# What llama.cpp says (a regex over its converter or loader log) -> what to do. The first pattern found names the
+# cause in llama.cpp's own words; a log matching none is quoted by its last error line.
+DIAGNOSES: list[tuple[str, str]] = [
+    (r"BPE pre-tokenizer was not recognized[^\n]*",
+     "llama.cpp's converter does not know this tokenizer's pre-tokenizer{chkhsh}. A newer llama.cpp may: upgrade "
+     "llama-cpp-python (its converter comes with it) or point " + ENV_CHECKOUT + " at a newer llama.cpp checkout; a "
+     "new tokenizer is registered with llama.cpp's convert_hf_to_gguf_update.py (llama.cpp PR #6920)"),
+    (r"Model \S+ is not supported",
+     "llama.cpp's converter has no model class for this architecture (convert_hf_to_gguf.py --print-supported-models "
+     "lists those it has): choose a base of a supported family, or a llama-cpp-python whose llama.cpp supports it"),
+    (r"Failed to detect model architecture",
+     "config.json names no `architectures`; add the model class, e.g. [\"LlamaForCausalLM\"]"),
+    (r"unknown model architecture: '[^']*'",
+     "this llama.cpp cannot run the architecture the GGUF names: use a llama-cpp-python that supports it, or another base"),
+    (r"error loading model vocabulary: [^\n]*",
+     "llama.cpp could not build its tokenizer from the converted vocabulary (for some families it looks special tokens "
+     "up by name, e.g. Phi-3's <|endoftext|>): use the model's own tokenizer files, with all its special tokens"),
+    (r"(wrong number of tensors[^\n]*|missing tensor[^\n]*|tensor '[^']*' has wrong shape[^\n]*)",
+     "the GGUF does not hold the tensors this llama.cpp expects: converter and runtime must be the same llama.cpp "
+     "version (unset " + ENV_CHECKOUT + " or point it at the checkout matching llama-cpp-python)"),
+]
+LAST_ERROR = r"(?m)^(?:\w+(?:Error|Exception)\b.*|.*error loading model: .*)$"
+
+
+def explain(log: str) -> str:
+    """`"<llama.cpp's words>": <what to do>` for a failed conversion or load, from its log."""
+    for pattern, advice in DIAGNOSES:
+        found = ([None] + list(re.finditer(pattern, log)))[-1]  # the last mention: the exception, not a banner
+        if found:
+            chkhsh = re.search(r"chkhsh:\s*([0-9a-f]{16,})", log)
+            return f"\"{found.group(0).strip()}\": " + advice.format(chkhsh=f" (chkhsh {chkhsh.group(1)})" if chkhsh else "")
+    errors = re.findall(LAST_ERROR, log)
+    lines = [line for line in log.splitlines() if line.strip()]
+    return f"\"{(errors or lines or ['no output'])[-1].strip()}\""
+
+
+def run_script(script: str, args: list[str], what: str, log: Path) -> str:
+    """Run one converter with this interpreter. On failure the whole output is written to `log` and a one-line
+    StrataError names llama.cpp's reason, what to do, and the log."""
     path = scripts_dir() / script
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # use the script's own gguf-py
-    done = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, env=env)
+    cmd = [sys.executable, str(path), *args]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-        raise StrataError(f"{what} failed (llama.cpp {script}, exit {done.returncode}):\n{tail}")
-    return done.stderr + done.stdout
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\n{done.stdout}(exit {done.returncode})\n")
+        raise StrataError(f"{what} failed in llama.cpp's {script}: {explain(done.stdout)}. Full log: {log}")
+    log.unlink(missing_ok=True)  # an older failure's log no longer describes this output
+    return done.stdout
 
 
-def convert_hf(hf_dir: Path, out: Path, outtype: str = "f16") -> Path:
-    """HF model dir -> GGUF at `out` (outtype f32, f16, bf16 or q8_0)."""
-    run_script("convert_hf_to_gguf.py", [str(hf_dir), "--outfile", str(out), "--outtype", outtype],
-               f"converting {hf_dir} to GGUF")
+def convert_hf(hf_dir: Path, out: Path, outtype: str = "f16", *, log: Path | None = None,
+               model_name: str | None = None, vocab_only: bool = False) -> Path:
+    """HF model dir -> GGUF at `out` (outtype f32, f16, bf16 or q8_0; `vocab_only`: tokenizer and hyperparameters
+    only). `model_name` sets general.name, which llama.cpp reads for some per-family tokenizer rules."""
+    extra = [*(["--model-name", model_name] if model_name else []), *(["--vocab-only"] if vocab_only else [])]
+    run_script("convert_hf_to_gguf.py", [str(hf_dir), "--outfile", str(out), "--outtype", outtype, *extra],
+               f"converting {hf_dir} to GGUF", log or out.with_name(out.name + ".log"))
     return out
 
 
-def convert_lora(adapter_dir: Path, base_dir: Path, out: Path, outtype: str = "f32") -> Path:
+def convert_lora(adapter_dir: Path, base_dir: Path, out: Path, outtype: str = "f32", *, log: Path | None = None) -> Path:
     """PEFT LoRA dir -> GGUF LoRA at `out`, against the HF base it was trained on."""
     run_script("convert_lora_to_gguf.py",
                [str(adapter_dir), "--base", str(base_dir), "--outfile", str(out), "--outtype", outtype],
-               f"converting the LoRA adapter {adapter_dir} to GGUF")
+               f"converting the LoRA adapter {adapter_dir} to GGUF", log or out.with_name(out.name + ".log"))
     return out
 
 

@@ -15,8 +15,10 @@ def export_adapter_gguf(adapter_dir: Path, base_dir: Path, out: Path, base_finge
     """Convert with llama.cpp's convert_lora_to_gguf.py (it reads only the base's config and tokenizer, which a
     base with lower levels merged shares), then rewrite the file with `strata.base_fingerprint` added."""
     raw = out.with_name(out.name + ".raw.tmp")
+    # a failure's log must outlive a hidden staging dir (removed on failure): keep it beside that dir
+    log = out.parent.parent / f"{out.name}.log" if out.parent.name.startswith(".") else out.with_name(out.name + ".log")
     try:
-        convert_lora(adapter_dir, base_dir, raw)
+        convert_lora(adapter_dir, base_dir, raw, log=log)
         stamp_metadata(raw, out, {FINGERPRINT_KEY: base_fingerprint})
     finally:
         raw.unlink(missing_ok=True)

@@ -61,6 +61,16 @@ def sample_text(val_jsonl: Path, records: int) -> tuple[str, str]:
     return (text, str(val_jsonl)) if text else (FALLBACK_TEXT, f"fixed sentence ({val_jsonl} had no text)")
 
 
+def base_name(hf_dir: Path) -> str | None:
+    """For a merged dir (merge_record.json), the base's folder name, for the GGUF's general.name: llama.cpp keys
+    some tokenizer rules on that name (e.g. Phi-3's), so the served model gets the base's. None otherwise."""
+    from strata.build.merge import RECORD
+
+    record = Path(hf_dir) / RECORD
+    base = json.loads(record.read_text()).get("base_model") if record.is_file() else None
+    return Path(base).name if base else None
+
+
 def chat_template(gguf_path: Path) -> str | None:
     """The `tokenizer.chat_template` stored in a GGUF, or None."""
     from strata.build.adapter_gguf import read_metadata
@@ -86,16 +96,19 @@ def _require_template(gguf_path: Path, hf_dir: Path) -> None:
                           f"tokenizer_config.json; `strata build merge` copies the base's) and convert again.")
 
 
-def check_f16(hf_dir: Path, f16: Path, tokens: list[int], preset: FidelityPreset, n_threads: int) -> dict[str, float]:
-    """F16 GGUF vs HF logits on the same tokens; raises StrataError (with the numbers) past the thresholds."""
-    from strata.build.fidelity import gguf_logits, hf_logits, relative_error, top1_agreement
+def check_f16(hf_dir: Path, f16: Path, tokens: list[int], preset: FidelityPreset, n_threads: int) -> dict[str, Any]:
+    """F16 GGUF vs HF logits on the same tokens (HF with the attention implementation its family needs, named in
+    the result); raises StrataError (with the numbers) past the thresholds."""
+    from strata.build.fidelity import gguf_logits, hf_reference, relative_error, top1_agreement
 
-    want = hf_logits(hf_dir, tokens)
     got = gguf_logits(f16, tokens, n_threads=n_threads)
-    numbers = {"relative_error": relative_error(got, want), "top1_agreement": top1_agreement(got, want)}
+    want, attention = hf_reference(hf_dir, tokens)
+    numbers = {"relative_error": relative_error(got, want), "top1_agreement": top1_agreement(got, want),
+               "hf_attention": attention}
     if numbers["relative_error"] > preset.max_relative_error or numbers["top1_agreement"] < preset.min_top1_agreement:
         raise StrataError(
-            f"fidelity check failed: the F16 GGUF disagrees with the HF model on {len(tokens)} val tokens "
+            f"fidelity check failed: the F16 GGUF disagrees with the HF model ({attention} attention) on "
+            f"{len(tokens)} val tokens "
             f"(relative error {numbers['relative_error']:.2e}, limit {preset.max_relative_error:.0e}; top-1 agreement "
             f"{numbers['top1_agreement']:.3f}, minimum {preset.min_top1_agreement}). The model was NOT promoted. "
             "Check that llama.cpp supports this architecture and the converter matches llama-cpp-python, "
@@ -125,7 +138,7 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
     echo(f"converting {hf_dir} to F16 GGUF with llama.cpp's convert_hf_to_gguf.py ...")
     tmp = temp_beside(f16)
     try:
-        convert_hf(hf_dir, tmp, "f16")
+        convert_hf(hf_dir, tmp, "f16", log=f16.with_suffix(".convert.log"), model_name=base_name(hf_dir))
         os.replace(tmp, f16)
     finally:
         tmp.unlink(missing_ok=True)
@@ -136,8 +149,8 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
     if len(tokens) < 2:
         raise StrataError(f"the fidelity sample from {source} has {len(tokens)} token(s); it needs at least 2.")
     numbers = check_f16(hf_dir, f16, tokens, thresholds, settings.n_threads)
-    echo(f"F16 vs HF on {len(tokens)} tokens: relative error {numbers['relative_error']:.2e}, "
-         f"top-1 agreement {numbers['top1_agreement']:.3f}")
+    echo(f"F16 vs HF ({numbers['hf_attention']} attention) on {len(tokens)} tokens: relative error "
+         f"{numbers['relative_error']:.2e}, top-1 agreement {numbers['top1_agreement']:.3f}")
 
     echo(f"quantizing to {quant} (llama_model_quantize) ...")
     candidate = temp_beside(out, "candidate")

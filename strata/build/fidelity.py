@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,33 +19,39 @@ def top1_agreement(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.mean(np.argmax(got, axis=-1) == np.argmax(want, axis=-1)))
 
 
-def hf_logits(model_dir: Path, tokens: list[int]) -> np.ndarray:
-    """Logits [n_tokens, vocab] of an HF causal LM (fp32, CPU) for one token sequence."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def reference_attention(config: Any) -> str | None:
+    """The attention implementation an HF reference must use: soft-capped attention (Gemma 2 and kin) is exact only
+    in transformers' eager path; None leaves transformers' own default (sdpa where the family supports it)."""
+    return "eager" if getattr(config.get_text_config(), "attn_logit_softcapping", None) else None
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+def hf_reference(model_dir: Path, tokens: list[int]) -> tuple[np.ndarray, str]:
+    """(logits [n_tokens, vocab], attention implementation used) of an HF causal LM, fp32 on CPU."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    attention = reference_attention(AutoConfig.from_pretrained(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 **({"attn_implementation": attention} if attention else {}))
     model.eval()
     with torch.no_grad():
-        return model(torch.tensor([tokens])).logits[0].numpy()
+        return model(torch.tensor([tokens])).logits[0].numpy(), model.config._attn_implementation
+
+
+def hf_logits(model_dir: Path, tokens: list[int]) -> np.ndarray:
+    """Logits [n_tokens, vocab] of an HF causal LM (fp32, CPU, the attention implementation its family needs)."""
+    return hf_reference(model_dir, tokens)[0]
 
 
 def gguf_logits(model_path: Path, tokens: list[int], lora: list[tuple[Path, float]] = (), n_threads: int = 2) -> np.ndarray:
-    """Logits [n_tokens, vocab] from llama.cpp for one token sequence, optionally with GGUF LoRAs applied."""
-    import llama_cpp
-    from llama_cpp._utils import suppress_stdout_stderr
+    """Logits [n_tokens, vocab] from llama.cpp for one token sequence, optionally with GGUF LoRAs applied.
+    A file llama.cpp refuses is a StrataError in its words (strata.build.gguf_load)."""
+    from strata.build.gguf_load import apply_loras, open_model
 
-    llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=max(64, len(tokens) + 8), logits_all=True,
-                          n_threads=n_threads, n_batch=max(64, len(tokens)), verbose=False)
+    llm = open_model(model_path, n_ctx=max(64, len(tokens) + 8), logits_all=True, n_threads=n_threads,
+                     n_batch=max(64, len(tokens)))
     try:
-        with suppress_stdout_stderr():  # llama.cpp logs a harmless CPU_REPACK fallback per tensor at error level
-            adapters = [llama_cpp.llama_adapter_lora_init(llm.model, str(path).encode()) for path, _ in lora]
-        if lora:
-            if not all(adapters):
-                raise ValueError(f"llama.cpp could not load one of {[str(p) for p, _ in lora]}")
-            array = (llama_cpp.llama_adapter_lora_p_ctypes * len(adapters))(*adapters)
-            scales = (llama_cpp.ctypes.c_float * len(adapters))(*[s for _, s in lora])
-            llama_cpp.llama_set_adapters_lora(llm.ctx, array, len(adapters), scales)
+        apply_loras(llm, list(lora))
         llm.eval(tokens)
         return np.array(llm.scores[: len(tokens)], dtype=np.float32)
     finally:

@@ -207,6 +207,18 @@ def run_stages(settings: Settings, stages: list[Stage], options: Options, *, for
     return record | {"manifest": str(path)}
 
 
+def preflight(settings: Settings, options: Options, echo: Echo) -> None:
+    """The base checks every level would run (strata.build.preflight), before pretest and dataset take their time."""
+    from strata.build.basemodel import resolve_base_model
+    from strata.build.preflight import check_base
+    from strata.build.trainconfig import load_train_preset
+
+    overrides = {k: v for k, v in options.train.items() if k not in TRAIN_KWARGS}  # as _train_call passes them
+    formats = {f"level {n}": load_train_preset(n, options.train.get("preset"), **overrides).format
+               for n in options.levels}
+    check_base(settings, resolve_base_model(settings, options.train.get("base_model")), formats, echo=echo)
+
+
 def run_all(settings: Settings, *, per_topic: bool = True, levels: tuple[int, ...] | list[int] = (1, 2, 3),
             quant: str = "Q4_K_M", train_overrides: dict[str, Any] | None = None, force: bool = False,
             progress: bool = True, echo: Echo = print) -> dict[str, Any]:
@@ -218,4 +230,5 @@ def run_all(settings: Settings, *, per_topic: bool = True, levels: tuple[int, ..
         raise StrataError(f"--levels must list level numbers from 1, e.g. 1,2,3; got {list(levels)}")
     options = Options(per_topic=per_topic, levels=tuple(sorted(int(n) for n in levels)), quant=quant.strip().upper(),
                       train={k: v for k, v in (train_overrides or {}).items() if v is not None}, progress=progress)
+    preflight(settings, options, echo)
     return run_stages(settings, default_stages(options), options, force=force, echo=echo)

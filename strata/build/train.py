@@ -13,6 +13,7 @@ from typing import Any
 
 from strata.build import batches, checkpoints, layers
 from strata.build.basemodel import resolve_base_model
+from strata.build.preflight import check_base
 from strata.build.trainconfig import TrainPreset, load_train_preset
 from strata.errors import StrataError
 from strata.files import read_jsonl, sha256_file
@@ -52,6 +53,7 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     val = [r for r in read_jsonl(settings.val_jsonl, "rebuild it with `strata build dataset`")
            if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
     jobs = _jobs(settings, level, per_topic, records, val)
+    check_base(settings, base_dir, {f"level {level}": cfg.format})
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -146,24 +148,22 @@ def _load_model(settings: Settings, base_dir: Path, below: list[Path], device: s
 def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry_run: bool,
                resume_from: str | None, progress: bool) -> Any:
     """Wrap `model` with a fresh adapter, train it on `job`, write the adapter dir; return the bare model again."""
-    from peft import LoraConfig, get_peft_model
+    from strata.build.targets import describe, wrap_lora
 
     cfg: TrainPreset = ctx["cfg"]
     blocks = batches.build_blocks(job.records, tokenizer, cfg.format, cfg.max_seq_len)
     val_blocks = batches.build_blocks(job.val_records, tokenizer, cfg.format, cfg.max_seq_len)[
         : cfg.eval_batches * cfg.batch_size] if job.val_records else []
     plan = batches.step_plan(len(blocks), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.seed, cfg.max_steps)
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-                      use_dora=ctx["peft"] == "dora", task_type="CAUSAL_LM")
     import torch
 
     torch.manual_seed(cfg.seed)
-    peft_model = get_peft_model(model, lora)
+    peft_model, ctx["targets"] = wrap_lora(model, cfg, use_dora=ctx["peft"] == "dora")
     trainable, total = peft_model.get_nb_trainable_parameters()
     tokens = sum(len(b.input_ids) for b in blocks)
     print(f"{job.name}: {len(job.records)} records -> {len(blocks)} blocks, {tokens} tokens; {len(plan)} steps "
           f"x {cfg.batch_size}x{cfg.grad_accum} blocks; trainable {trainable:,} of {total:,} params "
-          f"({ctx['peft']}, r={cfg.r}, {'+'.join(cfg.target_modules)}); on {ctx['device']}; "
+          f"({ctx['peft']}, r={cfg.r}, {describe(ctx['targets'])}); on {ctx['device']}; "
           f"base + levels {[p.name for p in ctx['below']]}; -> {job.out}" + (" [dry run: nothing trained or written]"
                                                                              if dry_run else ""))
     if dry_run:

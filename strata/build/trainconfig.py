@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
-
 
 @dataclass(frozen=True)
 class TrainPreset:
@@ -15,7 +13,8 @@ class TrainPreset:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(ATTENTION))
+    # roles (attention, mlp, all-linear; strata.build.targets maps them per architecture) or explicit module names
+    target_modules: list[str] = field(default_factory=lambda: ["attention"])
     lr: float = 2e-4
     epochs: float = 1.0
     max_steps: int | None = None  # caps optimiser steps (None: as many as `epochs` gives)

@@ -66,6 +66,7 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
         "quantization": ctx["quantization"],
         "preset": ctx["preset"] or f"levels/level{level}",
         "hyperparameters": asdict(ctx["cfg"]),
+        "target_modules": ctx["targets"],  # the modules actually wrapped (roles resolved) and their parameter count
         "dataset": {
             "train": str(settings.train_jsonl), "train_sha256": run["dataset_sha256"],
             "val": str(settings.val_jsonl),
