@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from strata.errors import StrataError
 
@@ -29,22 +30,30 @@ def sha256_file(path: Path, chunk: int = 1 << 20, progress: Callable[[int], None
     return digest.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to a temp file beside `path`, fsync it, then os.replace it in: readers never see half a file."""
+@contextmanager
+def staged_file(path: Path, text: bool = False,
+                publish: Callable[[str, Path], None] = os.replace) -> Iterator[IO[Any]]:
+    """Write to a temp file beside `path`, fsync it, then `publish(temp, path)`: os.replace (readers never see
+    half a file) or os.link (create-only: FileExistsError if `path` exists). The temp file never outlives it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        publish(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` through a fsynced temp file and os.replace: readers never see half a file."""
+    with staged_file(path, text=True) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def atomic_write_json(path: Path, data: Any) -> Path:

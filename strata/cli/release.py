@@ -58,10 +58,13 @@ def publish(settings: Settings, store: str | None, name: str | None, version: st
 @release.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @store_option
+@workspace_option
 @friendly_errors
-def list_(store: str | None, as_json: bool) -> None:
-    """Every release in the store: versions (oldest first) with size, QA verdict and tags."""
+def list_(settings: Settings, store: str | None, as_json: bool) -> None:
+    """Every release in the store: versions (oldest first) with size, QA verdict, tags, and whether it is
+    pulled into this workspace."""
     from strata.release import tags
+    from strata.release.pull import is_pulled
     from strata.release.stores import open_store
 
     target = open_store(store)
@@ -71,7 +74,8 @@ def list_(store: str | None, as_json: bool) -> None:
         for version in tags.versions(target, name):
             manifest, _ = tags.load(target, name, version)
             rows.append({"name": name, "version": version, "created": manifest.created, "bytes": manifest.total_bytes,
-                         "qa": _verdict(manifest), "tags": sorted(t for t, r in tagged.items() if r["version"] == version)})
+                         "qa": _verdict(manifest), "tags": sorted(t for t, r in tagged.items() if r["version"] == version),
+                         "pulled": is_pulled(settings, name, version)})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -79,17 +83,20 @@ def list_(store: str | None, as_json: bool) -> None:
         click.echo(f"no releases in {target.url}")
     for row in rows:
         click.echo(f"{row['name']}@{row['version']}  {row['created']}  {row['bytes'] / 1e6:9.1f} MB  QA {row['qa']:6}  "
-                   f"{' '.join(row['tags'])}".rstrip())
+                   f"{'pulled' if row['pulled'] else '      '}  {' '.join(row['tags'])}".rstrip())
 
 
 @release.command()
 @click.argument("ref", metavar="NAME[@VERSION|@TAG]")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as stored.")
 @store_option
+@workspace_option
 @friendly_errors
-def show(ref: str, store: str | None, as_json: bool) -> None:
-    """One release's manifest: files (role, size, sha256), adapters, QA gates and the tags pointing at it."""
+def show(settings: Settings, ref: str, store: str | None, as_json: bool) -> None:
+    """One release's manifest: files (role, size, sha256), adapters, QA gates, the tags pointing at it, and
+    its local copy in this workspace."""
     from strata.release import tags
+    from strata.release.pull import is_pulled, releases_dir
     from strata.release.stores import open_store
 
     target = open_store(store)
@@ -110,6 +117,9 @@ def show(ref: str, store: str | None, as_json: bool) -> None:
     click.echo(f"QA: {_verdict(manifest)}" + (f" (run {manifest.qa['run']})" if manifest.qa else ""))
     for gate in (manifest.qa or {}).get("gates", []):
         click.echo(f"  {'pass' if gate['passed'] else 'FAIL'}  {gate['message']}")
+    local = releases_dir(settings) / name / version
+    click.echo(f"local copy: {local}" if is_pulled(settings, name, version) else
+               f"not pulled into {settings.workspace} (`strata release pull {name}@{version}`)")
 
 
 @release.command()
@@ -135,8 +145,9 @@ def pull(settings: Settings, ref: str, store: str | None, verify: bool, quiet: b
 @click.option("--tag", required=True, help="Tag to move, e.g. prod (any name; `latest` follows publish).")
 @click.option("--force", is_flag=True, help="Promote even without QA results or with a failed QA gate.")
 @store_option
+@workspace_option
 @friendly_errors
-def promote(ref: str, tag: str, force: bool, store: str | None) -> None:
+def promote(settings: Settings, ref: str, tag: str, force: bool, store: str | None) -> None:
     """Point TAG at NAME@VERSION. Refused when the release carries no QA results or a failed gate (unless --force)."""
     from strata.release import tags
     from strata.release.stores import open_store
@@ -144,8 +155,12 @@ def promote(ref: str, tag: str, force: bool, store: str | None) -> None:
     record, problems = tags.promote(open_store(store), ref, tag, force=force)
     for problem in problems:
         click.echo(f"warning (--force): {problem}", err=True)
+    from strata.release.pull import is_pulled
+
+    name = ref.partition("@")[0]
     moved = f" (was {record['previous']})" if record["previous"] else ""
-    click.echo(f"{ref.partition('@')[0]}@{tag} -> {record['version']}{moved}")
+    click.echo(f"{name}@{tag} -> {record['version']}{moved}; serving pods get it on start: "
+               f"RELEASE={name}@{tag} (pulled here: {'yes' if is_pulled(settings, name, record['version']) else 'no'})")
 
 
 def _verdict(manifest: Any) -> str:

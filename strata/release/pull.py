@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator
 
 from strata.errors import StrataError
-from strata.files import atomic_write_text, sha256_file
+from strata.files import atomic_write_text, sha256_file, staged_file
 from strata.release import tags
 from strata.release.manifest import MANIFEST, FileEntry, Manifest, blob_key
 from strata.release.progress import transfers
@@ -53,6 +53,11 @@ def releases_dir(settings: Settings) -> Path:
     return settings.workspace / "releases"
 
 
+def is_pulled(settings: Settings, name: str, version: str) -> bool:
+    """A complete local copy exists (its manifest.json is written last, once every file verified)."""
+    return (releases_dir(settings) / name / version / MANIFEST).is_file()
+
+
 class _Hashing:
     """A write-only (unseekable) file wrapper that hashes what it writes, so s3transfer writes parts in order."""
 
@@ -81,7 +86,8 @@ def pull(settings: Settings, store: Store, ref: str, *, verify: bool = False, pr
         else:
             staging = _staging(dest, data)
             _download(store, manifest, staging, dest, progress)
-            _write_file(staging / MANIFEST, data)  # last: a folder without manifest.json is never a release
+            with staged_file(staging / MANIFEST) as handle:  # last: a folder without it is never a release
+                handle.write(data)
             _swap(staging, dest)
             echo(f"pulled {name}@{version} into {dest}: {len(manifest.files)} files, "
                  f"{manifest.total_bytes / 1e6:.1f} MB, every sha256 verified")
@@ -144,37 +150,28 @@ def _download(store: Store, manifest: Manifest, staging: Path, dest: Path, progr
         for entry in manifest.files:
             target = staging / entry.path
             if target.is_file() and target.stat().st_size == entry.size:
-                continue  # verified (and renamed from .part) by an earlier run of this pull
+                continue  # verified (and renamed from its temp file) by an earlier run of this pull
             target.parent.mkdir(parents=True, exist_ok=True)
             _fetch(store, manifest, entry, target, dest, start(f"pull {entry.path}", entry.size))
 
 
 def _fetch(store: Store, manifest: Manifest, entry: FileEntry, target: Path, dest: Path,
            advance: Callable[[int], None]) -> None:
-    """Download one file to target.part, hashing as it is written; rename it to target only when it matches."""
-    part = target.with_name(target.name + ".part")
-    try:
-        with open(part, "wb") as handle:
-            writer = _Hashing(handle)
-            store.download(blob_key(manifest.name, entry.sha256), writer, advance)
-            handle.flush()
-            os.fsync(handle.fileno())
+    """Download one file beside target, hashing as it is written; it takes target's name only if it matches."""
+    writer: _Hashing | None = None
+
+    def verified(tmp: str, path: Path) -> None:
         got = writer.digest.hexdigest()
         if got != entry.sha256 or writer.size != entry.size:
             raise StrataError(f"{manifest.name}@{manifest.version}: {entry.path} is corrupt in the store {store.url}: "
                               f"sha256 {got} ({writer.size} bytes), but the manifest says {entry.sha256} "
                               f"({entry.size} bytes). Nothing was moved into {dest}; publish the release again from "
                               "the build pod, or pull another version.")
-        os.replace(part, target)
-    finally:
-        part.unlink(missing_ok=True)
+        os.replace(tmp, path)
 
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    with staged_file(target, publish=verified) as handle:
+        writer = _Hashing(handle)
+        store.download(blob_key(manifest.name, entry.sha256), writer, advance)
 
 
 def _swap(staging: Path, dest: Path) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from strata.errors import StrataError
-from strata.files import atomic_write_text
+from strata.files import atomic_write_text, staged_file
 
 Advance = Callable[[int], None]
 CHUNK = 1 << 20
@@ -95,20 +94,10 @@ class LocalStore:
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
     def upload(self, key: str, path: Path, advance: Advance) -> None:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with open(path, "rb") as src, os.fdopen(fd, "wb") as out:
-                while block := src.read(CHUNK):
-                    out.write(block)
-                    advance(len(block))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with open(path, "rb") as src, staged_file(self._path(key)) as out:
+            while block := src.read(CHUNK):
+                out.write(block)
+                advance(len(block))
 
     def download(self, key: str, writer: Writer, advance: Advance) -> None:
         self._reachable()
@@ -126,35 +115,27 @@ class LocalStore:
         atomic_write_text(self._path(key), data.decode("utf-8"))
 
     def create(self, key: str, data: bytes) -> bool:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with staged_file(self._path(key), publish=_link_exclusive) as out:
                 out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            try:
-                os.link(tmp, dest)  # atomic and exclusive: exactly one of two racers gets here first
-            except FileExistsError:
-                return False
-            except OSError:  # a file system without hard links: O_EXCL is still exclusive
-                return _create_exclusive(dest, data)
-            return True
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        except FileExistsError:
+            return False
+        return True
 
 
-def _create_exclusive(dest: Path, data: bytes) -> bool:
+def _link_exclusive(tmp: str, dest: Path) -> None:
+    """os.link is atomic and exclusive: of two racers exactly one gets the name. File systems without hard
+    links fall back to O_EXCL (still exclusive)."""
     try:
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.link(tmp, dest)
     except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    return True
+        raise
+    except OSError:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            out.write(Path(tmp).read_bytes())
+            out.flush()
+            os.fsync(out.fileno())
 
 
 def part_size(env: dict[str, str] | None = None) -> int:

@@ -21,18 +21,6 @@ from strata.cli import main
 from strata.settings import Settings
 
 PART = 5 << 20  # S3's minimum part size, used by the S3 tests
-PROMPTS = """\
-name: tiny
-prompts:
-  - id: lease
-    topic: ASC_Leases
-    prompt: When does a contract contain a lease?
-    reference: A contract contains a lease when it conveys the right to control the use of an identified asset.
-  - id: revenue
-    topic: ASC_Revenue_Recognition
-    prompt: What is a performance obligation?
-    reference: A performance obligation is a promise to transfer a distinct good or service.
-"""
 # peft/<name>: (kit LoRA, level, topic)
 LAYERS = {"level1": ("alpha", 1, None), "ASC_Leases": ("beta", 2, "ASC_Leases")}
 
@@ -44,14 +32,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def prompts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("prompts") / "tiny.yaml"
-    path.write_text(PROMPTS)
-    return path
-
-
-@pytest.fixture(scope="session")
-def build_pod(tiny_base: Path, lora_dirs: dict[str, Path], prompts_file: Path,
+def build_pod(tiny_base: Path, lora_dirs: dict[str, Path], small_prompts: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A build pod's workspace: `strata build convert`'s Q4_K_M GGUF and fidelity record at MODEL_PATH, two real
     PEFT LoRA layers with adapter.gguf under peft/, and a real `strata qa` run on them with a passing gate."""
@@ -69,7 +50,7 @@ def build_pod(tiny_base: Path, lora_dirs: dict[str, Path], prompts_file: Path,
         summary = {"name": name, "level": level, "topic": topic, "peft": "lora", "base_fingerprint": base_fp,
                    "levels_below": [{"name": "level1"}] if level == 2 else []}
         (settings.peft / name / "training_summary.json").write_text(json.dumps(summary))
-    run_qa(settings, prompts=prompts_file, max_tokens=8, fail_under=["f1=0"], progress=False, echo=lambda line: None)
+    run_qa(settings, prompts=small_prompts, max_tokens=8, fail_under=["f1=0"], progress=False, echo=lambda line: None)
     return settings
 
 

@@ -13,7 +13,7 @@ from strata.settings import Settings
 
 
 def test_publish_list_show_pull_and_qa_the_release(cli, publish, build_pod: Settings, store: str, workspace: Settings,
-                                                   tiny_base: Path, prompts_file: Path) -> None:
+                                                   tiny_base: Path, small_prompts: Path) -> None:
     done = publish(store, "--version", "v1")
     assert done.exit_code == 0, done.output
     assert "published strata@v1" in done.output and "latest -> v1" in done.output
@@ -21,6 +21,7 @@ def test_publish_list_show_pull_and_qa_the_release(cli, publish, build_pod: Sett
     listed = cli("release", "list", "--store", store)
     assert listed.exit_code == 0, listed.output
     assert listed.output.split()[0] == "strata@v1" and "QA passed" in listed.output and "latest" in listed.output
+    assert "pulled" not in listed.output and "not pulled into" in cli("release", "show", "strata", "--store", store).output
 
     shown = cli("release", "show", "strata@latest", "--store", store, "--json")
     manifest = json.loads(shown.output)
@@ -52,13 +53,15 @@ def test_publish_list_show_pull_and_qa_the_release(cli, publish, build_pod: Sett
     for entry in manifest["files"]:
         assert sha256_file(root / entry["path"]) == entry["sha256"]
     assert json.loads((root / "manifest.json").read_text()) == manifest
+    assert json.loads(cli("release", "list", "--store", store, "--json").output)[0]["pulled"] is True
+    assert f"local copy: {root}" in cli("release", "show", "strata@prod", "--store", store).output
 
     again = cli("release", "pull", "strata@v1", "--store", store, "--quiet")
     assert "already in" in again.output and "nothing to pull" in again.output
 
     # A separate process, as on a pod (in-process, absl's log handler would close pytest's captured stderr).
     qa = subprocess.run([sys.executable, "-m", "strata", "qa", "--release", "strata@prod", "--store", store,
-                         "--prompts", str(prompts_file), "--max-tokens", "6", "--fail-under", "f1=0", "--quiet"],
+                         "--prompts", str(small_prompts), "--max-tokens", "6", "--fail-under", "f1=0", "--quiet"],
                         capture_output=True, text=True, timeout=600)
     assert qa.returncode == 0, qa.stdout + qa.stderr
     results = json.loads(next(workspace.runs.glob("qa-*/results.json")).read_text())
@@ -91,12 +94,12 @@ def test_latest_follows_publish_and_unchanged_files_are_not_uploaded_again(publi
 
 
 def test_promote_is_gated_by_qa(publish, store: str, cli, one_line_error, build_pod: Settings,
-                                prompts_file: Path, tmp_path: Path) -> None:
+                                small_prompts: Path, tmp_path: Path) -> None:
     from strata.qa.harness import run_qa
 
     failing = run_qa(Settings.resolve(workspace=tmp_path / "qa", model_path=str(build_pod.model_path), n_threads=2,
                                       n_ctx=512, env={}),
-                     layers=[], prompts=prompts_file, max_tokens=4, fail_under=["f1=2"], progress=False,
+                     layers=[], prompts=small_prompts, max_tokens=4, fail_under=["f1=2"], progress=False,
                      echo=lambda line: None)
     publish(store, "--version", "bad", "--qa", failing["report_dir"])
     publish(store, "--version", "none", "--no-qa")
