@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # RunPod pod startup for the strata serving appliance: sshd and ttyd when available, then `strata serve` on PORT.
 #
-# Environment (all optional except a model at MODEL_PATH):
+# Environment (all optional except a model at MODEL_PATH, or a RELEASE):
 #   MODEL_PATH      base GGUF to serve (default $WORKSPACE/models/${MODEL_NAME:-strata}.Q4_K_M.gguf;
 #                   a relative path is taken relative to WORKSPACE)
-#   LORA_PATHS      comma-separated adapter dirs or GGUF files, each optionally `path:scale`
+#   RELEASE         NAME[@TAG|@VERSION] of a published release to serve instead of MODEL_PATH: pulled
+#                   (sha256-verified) from STRATA_STORE into $WORKSPACE/releases/NAME/VERSION/ if needed
+#   STRATA_STORE    release store: a folder or s3://bucket/prefix (AWS_ENDPOINT_URL, AWS_* credentials)
+#   LORA_PATHS      comma-separated adapter dirs or GGUF files, each optionally `path:scale`; with RELEASE
+#                   also the release's adapter names (e.g. ASC_Leases:0.5)
 #   PORT (5000) HOST (0.0.0.0) N_CTX N_THREADS CHAT_FORMAT API_KEY FLASH_ATTN
 #   PUBLIC_KEY      an SSH public key: starts sshd when it is installed
 #   TTYD_PORT       web terminal port (default 7681) when ttyd is installed
@@ -108,7 +112,7 @@ lora_args() {
       path="${BASH_REMATCH[1]}"
       scale="${BASH_REMATCH[2]}"
     fi
-    [ -e "$path" ] || die "LORA_PATHS entry '$entry': $path does not exist; list adapter dirs (holding adapter.gguf) or GGUF files, comma-separated, each optionally path:scale."
+    [ -e "$path" ] || [ -n "${RELEASE:-}" ] || die "LORA_PATHS entry '$entry': $path does not exist; list adapter dirs (holding adapter.gguf) or GGUF files, comma-separated, each optionally path:scale."
     if [ -n "$scale" ]; then
       serve_args+=(--lora-scaled "$path" "$scale")
     else
@@ -172,13 +176,18 @@ shutdown() {
 
 main() {
   local model pid rc status=0
-  model="$(resolve_model)"
-  check_model "$model"
+  if [ -n "${RELEASE:-}" ]; then  # strata serve pulls it (if needed) and says what to fix when it cannot
+    serve_args=(serve --release "$RELEASE" --host "$HOST" --port "$PORT")
+    log "serving release $RELEASE from ${STRATA_STORE:-the copy under $WORKSPACE/releases (STRATA_STORE unset)}."
+  else
+    model="$(resolve_model)"
+    check_model "$model"
+    serve_args=(serve --model "$model" --host "$HOST" --port "$PORT")
+  fi
   trap 'shutdown SIGTERM' TERM
   trap 'shutdown SIGINT' INT
   start_sshd
   start_ttyd
-  serve_args=(serve --model "$model" --host "$HOST" --port "$PORT")
   lora_args
   [ -z "${N_CTX:-}" ] || serve_args+=(--n_ctx "$N_CTX")
   [ -z "${N_THREADS:-}" ] || serve_args+=(--n_threads "$N_THREADS")

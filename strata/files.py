@@ -6,9 +6,10 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from strata.errors import StrataError
 
@@ -18,31 +19,41 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
+def sha256_file(path: Path, chunk: int = 1 << 20, progress: Callable[[int], None] | None = None) -> str:
+    """Hex sha256 of a file's bytes, read in chunks; `progress(n)` is told each chunk's size."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+            if progress:
+                progress(len(block))
     return digest.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to a temp file beside `path`, fsync it, then os.replace it in: readers never see half a file."""
+@contextmanager
+def staged_file(path: Path, text: bool = False,
+                publish: Callable[[str, Path], None] = os.replace) -> Iterator[IO[Any]]:
+    """Write to a temp file beside `path`, fsync it, then `publish(temp, path)`: os.replace (readers never see
+    half a file) or os.link (create-only: FileExistsError if `path` exists). The temp file never outlives it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        publish(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` through a fsynced temp file and os.replace: readers never see half a file."""
+    with staged_file(path, text=True) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def atomic_write_json(path: Path, data: Any) -> Path:

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated workspace per test, and session-built real inputs (PDFs, tiny base, GGUF)."""
+"""Shared fixtures: an isolated workspace per test, a small QA prompt set, and session-built real inputs (PDFs,
+tiny base, GGUF)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     settings = Settings.resolve()
     settings.ensure_skeleton()
     return settings
+
+
+SMALL_SET = """\
+name: small
+prompts:
+  - id: lease
+    topic: ASC_Leases
+    prompt: When does a contract contain a lease?
+    reference: A contract contains a lease when it conveys the right to control the use of an identified asset.
+  - id: revenue
+    topic: ASC_Revenue_Recognition
+    tags: [definition]
+    prompt: What is a performance obligation?
+    reference: A performance obligation is a promise to transfer a distinct good or service.
+  - id: empty
+    tags: [edge]
+    prompt: ""
+"""
+
+
+@pytest.fixture(scope="session")
+def small_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "small.yaml"
+    path.write_text(SMALL_SET)
+    return path
 
 
 @pytest.fixture(scope="session")

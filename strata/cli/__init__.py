@@ -9,6 +9,7 @@ from strata.cli.common import AliasGroup
 from strata.cli.demo import demo
 from strata.cli.kit import kit
 from strata.cli.qa import qa
+from strata.cli.release import release
 from strata.cli.serve import serve
 
 
@@ -23,9 +24,10 @@ def main() -> None:
       strata build train_all            # PDFs -> adapters -> merged -> Q4_K_M GGUF
       strata serve --model M.gguf --lora peft/level1
       strata qa --server http://127.0.0.1:5000
+      strata release publish --store s3://bucket/strata   # then: strata serve --release NAME@prod
       strata demo                       # all of it on a tiny local model
     """
 
 
-for command in (build, serve, qa, kit, demo):
+for command in (build, serve, qa, release, kit, demo):
     main.add_command(command)

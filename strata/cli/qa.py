@@ -14,6 +14,10 @@ from strata.settings import Settings
 @click.option("--server", metavar="URL", help="A running `strata serve` to drive over HTTP via /lora-adapters.")
 @click.option("--model", type=click.Path(dir_okay=False), help="Base GGUF: start an in-process server on it and stop it "
               "after (default when no --server: MODEL_PATH).")
+@click.option("--release", metavar="NAME@VERSION", help="Test a published release: pulled (verified) if needed, then "
+              "its GGUF served in-process and its adapters compared (default layers: the release's).")
+@click.option("--store", envvar="STRATA_STORE", metavar="DIR|s3://BUCKET/PREFIX",
+              help="Release store for --release (env STRATA_STORE).")
 @click.option("--layers", "layers", multiple=True, metavar="DIR",
               help="Adapter dir (or .gguf) to compare; repeat for each. Default: every dir under WORKSPACE/peft "
               "holding adapter.gguf, except merged/.")
@@ -32,7 +36,8 @@ from strata.settings import Settings
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @workspace_option
 @friendly_errors
-def qa(settings: Settings, server: str | None, model: str | None, layers: tuple[str, ...], blends: tuple[str, ...],
+def qa(settings: Settings, server: str | None, model: str | None, release: str | None, store: str | None,
+       layers: tuple[str, ...], blends: tuple[str, ...],
        prompts: str | None, from_val: int | None, max_tokens: int, seed: int, fail_under: tuple[str, ...],
        api_key: str | None, dry_run: bool, quiet: bool) -> None:
     """Compare the base model, every adapter layer and each blend on one prompt set: quality (exact match,
@@ -41,9 +46,20 @@ def qa(settings: Settings, server: str | None, model: str | None, layers: tuple[
     from strata.errors import StrataError
     from strata.qa.harness import failed_gates, run_qa
 
+    label = None
+    if release:
+        if server or model:
+            raise StrataError("--release serves the release's own GGUF: pass it without --server or --model.")
+        from strata.qa.plan import discover_layers
+        from strata.release.serving import prepare
+
+        pulled = prepare(settings, release, store, progress=not quiet, echo=click.echo)
+        model, label = str(pulled.model), pulled.label()
+        layers = layers or tuple(str(d) for d in discover_layers(pulled.adapters))
     results = run_qa(settings, server=server, model=Path(model) if model else None, layers=list(layers) or None,
                      blends=blends, prompts=prompts, from_val=from_val, max_tokens=max_tokens, seed=seed,
-                     fail_under=fail_under, api_key=api_key, dry_run=dry_run, progress=not quiet, echo=click.echo)
+                     fail_under=fail_under, api_key=api_key, dry_run=dry_run, progress=not quiet, echo=click.echo,
+                     release=label)
     failures = failed_gates(results)
     if failures:
         raise StrataError("QA gate failed: " + "; ".join(failures))

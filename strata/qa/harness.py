@@ -29,9 +29,10 @@ def run_qa(settings: Settings, *, server: str | None = None, model: str | os.Pat
            prompts: str | os.PathLike | None = None, from_val: int | None = None,
            max_tokens: int = DEFAULT_MAX_TOKENS, seed: int = DEFAULT_SEED, fail_under: Sequence[str] = (),
            api_key: str | None = None, dry_run: bool = False, progress: bool = True,
-           echo: Callable[[str], None] = print) -> dict[str, Any]:
+           echo: Callable[[str], None] = print, release: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare base + layers + blends on a prompt set; returns the results dict (with "report_dir").
-    `layers` None means every adapter dir under settings.peft holding adapter.gguf (merged/ excluded)."""
+    `layers` None means every adapter dir under settings.peft holding adapter.gguf (merged/ excluded);
+    `release` (name, version, ...) is recorded in the target when the model is a pulled release."""
     if server and model:
         raise StrataError("pass either --server URL or --model M.gguf, not both")
     if max_tokens < 1:
@@ -45,7 +46,8 @@ def run_qa(settings: Settings, *, server: str | None = None, model: str | os.Pat
         raise StrataError(f"--fail-under names unknown layer(s) {unknown}; layers are {[l.name for l in plan]}")
     texts, ppl_source = _perplexity_texts(settings, prompt_set)
     results: dict[str, Any] = {
-        "target": {"server": server, "model": None if server else str(model or settings.model_path)},
+        "target": {"server": server, "model": None if server else str(model or settings.model_path),
+                   **({"release": release} if release else {})},
         "prompt_set": {"name": prompt_set.name, "source": prompt_set.source, "count": len(prompt_set.items)},
         "generation": {"max_tokens": max_tokens, "seed": seed, "temperature": 0.0},
         "perplexity_source": ppl_source, "perplexity_texts": len(texts),

@@ -107,7 +107,7 @@ async def health(request: Request, runtime: Runtime) -> Response:
                                                            "restart the server"}, status_code=503)
     return JSONResponse({"status": "ok", "model": runtime.config.model_name,
                          "adapters": len(engine.registry.adapters), "slots": engine.model.parallel,
-                         "slots_busy": engine.scheduler.busy()})
+                         "slots_busy": engine.scheduler.busy(), **_release(runtime.config)})
 
 
 async def models(request: Request, runtime: Runtime) -> Response:
@@ -115,7 +115,12 @@ async def models(request: Request, runtime: Runtime) -> Response:
     data = [{"id": runtime.config.model_name, "object": "model", "owned_by": "strata", "path": str(engine.config.model)}]
     data += [{"id": a["name"], "object": "model", "owned_by": "strata", "adapter_id": a["id"], "path": a["path"],
               "scale": a["scale"]} for a in engine.listing()]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": data, **_release(runtime.config)})
+
+
+def _release(config: ServeConfig) -> dict[str, Any]:
+    """The release being served (name, version, tag, path, adapters), for /health and /v1/models."""
+    return {"release": config.release} if config.release else {}
 
 
 async def metrics(request: Request, runtime: Runtime) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +41,7 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     model_alias: str | None = None
     verbose: bool = False
+    release: dict[str, Any] | None = None  # {name, version, tag, path, adapters} when serving a pulled release
 
     @property
     def model_name(self) -> str:
@@ -143,6 +145,11 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
                    help="extra folder adapters may be loaded from (repeat); WORKSPACE and the start adapters' "
                    "folders are always allowed")
     p.add_argument("--workspace", default=None, help="workspace root (env WORKSPACE, default ./workspace)")
+    p.add_argument("--release", default=None, metavar="NAME[@TAG]", help="serve a published release instead of "
+                   "--model: pulled (sha256-verified) into WORKSPACE/releases/NAME/VERSION/ if needed; its adapters "
+                   "folder is allowed and --lora may name its adapters (e.g. --lora ASC_Leases)")
+    p.add_argument("--store", default=None, metavar="DIR|s3://BUCKET/PREFIX", help="release store for --release "
+                   "(env STRATA_STORE); without one, a release pulled earlier is served")
     p.add_argument(*_flags("base_model"), default=None, help="HF dir of the base model (env BASE_MODEL), used "
                    "only to convert a PEFT adapter dir without adapter.gguf on the fly (needs torch)")
     p.add_argument(*_flags("max_body_bytes"), type=int, default=DEFAULT_MAX_BODY, help="largest request body "
@@ -165,10 +172,16 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
                                     n_threads=ns.n_threads, base_model=ns.base_model, env=env)
     except ValueError as exc:
         raise StrataError(f"{exc}; fix the flag or the environment variable.") from None
+    model, loras, roots, release = settings.model_path, list(ns.loras or []), list(ns.adapter_roots), None
+    if ns.release:
+        if ns.model:
+            raise StrataError("pass either --release NAME@TAG or --model M.gguf, not both.")
+        model, loras, roots, release = _release(settings, ns.release, ns.store or env.get("STRATA_STORE"), loras,
+                                                roots)
     return ServeConfig(
-        model=settings.model_path, loras=list(ns.loras or []), host=ns.host, port=ns.port,
+        model=model, loras=loras, host=ns.host, port=ns.port, release=release,
         n_ctx=settings.n_ctx, n_threads=settings.n_threads, chat_format=ns.chat_format,
-        api_key=ns.api_key or env.get("API_KEY") or None, adapter_roots=list(ns.adapter_roots),
+        api_key=ns.api_key or env.get("API_KEY") or None, adapter_roots=roots,
         lora_init_without_apply=ns.lora_init_without_apply, logits_all=ns.logits_all,
         workspace=settings.workspace, flash_attn=ns.flash_attn, n_batch=ns.n_batch, parallel=ns.parallel,
         embeddings=ns.embeddings,
@@ -176,3 +189,14 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         seed=ns.seed, base_model=settings.base_model, max_body_bytes=ns.max_body_bytes,
         model_alias=ns.model_alias, verbose=ns.verbose,
     )
+
+
+def _release(settings: Settings, ref: str, store: str | None, loras: list[tuple[str, float]],
+             roots: list[str]) -> tuple[Path, list[tuple[str, float]], list[str], dict[str, Any]]:
+    """Pull (if needed) and resolve a release: its GGUF, --lora names mapped to its adapters, its adapters root."""
+    from strata.release.serving import prepare  # boto3 is imported only if the store is s3://
+
+    pulled = prepare(settings, ref, store, echo=lambda line: print(line, file=sys.stderr))
+    mapped = [(str(pulled.adapters / path) if not Path(path).exists() and pulled.manifest.adapter(path) else path,
+               scale) for path, scale in loras]
+    return pulled.model, mapped, [*roots, str(pulled.adapters)], pulled.label()

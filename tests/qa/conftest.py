@@ -1,4 +1,4 @@
-"""QA fixtures: a small prompt set and one shared real QA run (in-process server on the tiny GGUF, two real
+"""QA fixtures: one shared real QA run (in-process server on the tiny GGUF, two real
 LoRA layers, a blend and a broken layer), so the expensive part runs once per session."""
 
 from __future__ import annotations
@@ -8,30 +8,6 @@ from pathlib import Path
 import pytest
 
 from strata.settings import Settings
-
-SMALL_SET = """\
-name: small
-prompts:
-  - id: lease
-    topic: ASC_Leases
-    prompt: When does a contract contain a lease?
-    reference: A contract contains a lease when it conveys the right to control the use of an identified asset.
-  - id: revenue
-    topic: ASC_Revenue_Recognition
-    tags: [definition]
-    prompt: What is a performance obligation?
-    reference: A performance obligation is a promise to transfer a distinct good or service.
-  - id: empty
-    tags: [edge]
-    prompt: ""
-"""
-
-
-@pytest.fixture(scope="session")
-def small_prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("prompts") / "small.yaml"
-    path.write_text(SMALL_SET)
-    return path
 
 
 @pytest.fixture(scope="session")
