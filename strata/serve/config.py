@@ -129,7 +129,7 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
     p.add_argument(*_flags("embeddings"), type=_bool, nargs="?", const=True, default=True,
                    help="serve POST /v1/embeddings (True/False, default True). Its own llama.cpp context is made on "
                    "the first request: one sequence of --n_ctx tokens of KV cache plus a compute buffer for that "
-                   "many tokens; it runs on its own thread beside the generation slots")
+                   "many tokens; each input is decoded between two generation steps")
     p.add_argument(*_flags("n_gpu_layers"), type=int, default=0, help="layers to offload to a GPU (default 0)")
     p.add_argument(*_flags("chat_format"), default=None, help="chat template name, e.g. mistral-instruct; default: "
                    "the GGUF's own tokenizer.chat_template")

@@ -1,5 +1,6 @@
 """/v1/embeddings: a second llama.cpp context on the served model (embeddings pooled per sequence), made on first
-use and driven by its own worker thread, so generation slots never wait for it."""
+use. Each input is one piece of side work on the decode thread, run between two decode steps: generation slots wait
+at most one input's decode, and the two contexts never fight over the CPU cores."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import asyncio
 import base64
 import ctypes
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from strata.serve.config import ServeConfig
 from strata.serve.errors import ApiError
 from strata.serve.model import LoadedModel, quiet_llama
 from strata.serve.registry import LoraSet
+from strata.serve.scheduler import Scheduler, SideWork
 
 MAX_INPUTS = 256
 
@@ -30,17 +31,17 @@ def pooling_for(metadata: dict[str, str]) -> int:
 
 
 class Embedder:
-    """Owns the embeddings context; every llama.cpp call on it runs on its single worker thread."""
+    """Owns the embeddings context; every llama.cpp call on it runs on the decode thread as side work."""
 
-    def __init__(self, model: LoadedModel, config: ServeConfig) -> None:
+    def __init__(self, model: LoadedModel, config: ServeConfig, scheduler: Scheduler) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
         self._model = model
         self._config = config
+        self._scheduler = scheduler
         self._context: Any = None
         self._batch: Any = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="strata-embed")
         self.n_embd = llama_cpp.llama_model_n_embd(model.model.model)
         self.n_ctx = config.n_ctx
 
@@ -71,35 +72,30 @@ class Embedder:
         scales = (ctypes.c_float * n)(*[s for _, s in lora])
         self._lib.llama_set_adapters_lora(ctx, handles if n else None, n, scales if n else None)
 
-    def _embed(self, inputs: list[list[int]], lora: LoraSet) -> list[list[float]]:
-        """One L2-normalised vector per input (blocking; runs on the worker thread)."""
+    def _vector(self, tokens: list[int], lora: LoraSet) -> list[float]:
+        """One L2-normalised pooled vector (decode thread only)."""
         lib, ctx = self._lib, self._ensure_context().ctx
         self._set_adapters(ctx, lora)
-        out = []
         try:
-            for i, tokens in enumerate(inputs):
-                batch = self._batch
-                for j, token in enumerate(tokens):
-                    batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, j, 1
-                    batch.seq_id[j][0], batch.logits[j] = 0, True
-                batch.n_tokens = len(tokens)
-                lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
-                if i == 0:  # the first decode after an adapter change re-reserves: it reads the adapter list
-                    with self._model.adapters_lock:
-                        rc = lib.llama_decode(ctx, batch)
-                else:
-                    rc = lib.llama_decode(ctx, batch)
-                if rc != 0:
-                    raise ApiError(500, f"llama_decode failed (code {rc}) while embedding input {i}; retry it.")
-                pointer = lib.llama_get_embeddings_seq(ctx, 0)
-                if not pointer:
-                    raise ApiError(500, "llama.cpp returned no pooled embedding for this model.")
-                vector = [float(pointer[k]) for k in range(self.n_embd)]
-                norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-                out.append([v / norm for v in vector])
+            batch = self._batch
+            for j, token in enumerate(tokens):
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, j, 1
+                batch.seq_id[j][0], batch.logits[j] = 0, True
+            batch.n_tokens = len(tokens)
+            lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+            with self._model.adapters_lock:  # an adapter change re-reserves the graph, which reads the adapter list
+                rc = lib.llama_decode(ctx, batch)
+            if rc != 0:
+                raise ApiError(500, f"llama_decode failed (code {rc}) while embedding; retry the request.")
+            pointer = lib.llama_get_embeddings_seq(ctx, 0)
+            if not pointer:
+                raise ApiError(500, "llama.cpp returned no pooled embedding for this model.")
+            vector = [float(pointer[k]) for k in range(self.n_embd)]
         finally:
-            self._set_adapters(ctx, ())  # never keep a pointer to an adapter that may be freed later
-        return out
+            if lora:
+                self._set_adapters(ctx, ())  # never keep a pointer to an adapter that may be freed later
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]
 
     def check(self, inputs: list[list[int]]) -> None:
         if not inputs:
@@ -114,12 +110,31 @@ class Embedder:
                                     "or start the server with a larger --n_ctx.")
 
     async def embed(self, inputs: list[list[int]], lora: LoraSet) -> list[list[float]]:
-        """Vectors for inputs that passed check(), computed on the worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._embed, inputs, lora)
+        """Vectors for inputs that passed check(): one side-work item per input, in order."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in inputs]
+
+        def settle(future: asyncio.Future, value: Any, error: bool) -> None:
+            if not future.done():
+                (future.set_exception if error else future.set_result)(value)
+
+        def work(tokens: list[int], future: asyncio.Future) -> SideWork:
+            def run() -> None:
+                if not future.done():  # the client may have gone: skip its remaining inputs
+                    loop.call_soon_threadsafe(settle, future, self._vector(tokens, lora), False)
+
+            return SideWork(run=run, fail=lambda exc: loop.call_soon_threadsafe(settle, future, exc, True))
+
+        try:
+            for tokens, future in zip(inputs, futures):
+                self._scheduler.side(work(tokens, future))
+            return list(await asyncio.gather(*futures))
+        finally:
+            for future in futures:
+                future.cancel()
 
     def close(self) -> None:
-        """Wait for the request in progress, then free the context (before the model)."""
-        self._pool.shutdown(wait=True)
+        """Free the context (once the decode thread has stopped, before the model)."""
         if self._batch is not None:
             self._lib.llama_batch_free(self._batch)
         if self._context is not None:

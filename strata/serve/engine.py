@@ -20,7 +20,7 @@ from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel
 from strata.serve.registry import LoraSet, Ref, Registry
 from strata.serve.sampling import check_grammar
-from strata.serve.scheduler import Failed, Job, Scheduler
+from strata.serve.scheduler import Done, Failed, Job, Scheduler
 from strata.serve.schemas import CompletionRequest, EmbeddingRequest
 from strata.serve.text import ChatTemplate
 
@@ -36,8 +36,6 @@ class Generation:
         self._queue = queue
 
     async def events(self) -> AsyncIterator[Any]:
-        from strata.serve.scheduler import Done
-
         try:
             while True:
                 event = await self._queue.get()
@@ -65,7 +63,7 @@ class Engine:
             self.template = ChatTemplate(self.model, config.chat_format)
             self.scheduler = Scheduler(self.model, metrics, release=lambda lora: self.registry.release(lora),
                                        default_seed=config.seed)
-            self.embedder = Embedder(self.model, config) if config.embeddings else None
+            self.embedder = Embedder(self.model, config, self.scheduler) if config.embeddings else None
             self.registry = Registry(
                 self.model, ad.read_base_info(Path(config.model)), self._allowed_roots(),
                 ad.peft_converter(config.base_model, self._tmp / "converted"), metrics,
@@ -180,9 +178,9 @@ class Engine:
 
     def close(self) -> None:
         """Stop the decode loop (in-flight streams get an error event), then free adapters and the model."""
-        if self.embedder is not None:
-            self.embedder.close()
         stopped = self.scheduler.close() if self.scheduler is not None else True
+        if stopped and self.embedder is not None:
+            self.embedder.close()
         if stopped and self.model is not None:
             import llama_cpp
 

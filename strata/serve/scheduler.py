@@ -73,6 +73,15 @@ class Failed:
 
 
 @dataclass
+class SideWork:
+    """Compute that is not a generation (one embedding input): run on the decode thread between two decode steps,
+    one item per step, so it neither runs beside the decode (no CPU oversubscription) nor stalls it for long."""
+
+    run: Callable[[], None]
+    fail: Callable[[ApiError], None]
+
+
+@dataclass
 class Slot:
     """One sequence of the context: the tokens its KV holds (for prefix reuse), and the job it runs, if any."""
 
@@ -115,6 +124,7 @@ class Scheduler:
         self.slots = [Slot(seq=i) for i in range(model.parallel)]
         self._waiting: deque[Job] = deque()
         self._calls: list[Callable[[], None]] = []
+        self._side: deque[SideWork] = deque()
         self._cv = threading.Condition()
         self._stopping = False
         self._applied: tuple = ()
@@ -142,6 +152,14 @@ class Scheduler:
         """Run `fn` on the decode thread between two decodes (e.g. freeing an adapter's llama.cpp memory)."""
         with self._cv:
             self._calls.append(fn)
+            self._cv.notify()
+
+    def side(self, work: SideWork) -> None:
+        """Queue side work (see SideWork); 503 once the loop is stopping."""
+        with self._cv:
+            if self._stopping:
+                raise ApiError(503, "the server is shutting down; retry after the restart.")
+            self._side.append(work)
             self._cv.notify()
 
     def free_adapters(self, handles: list[Any]) -> None:
@@ -183,11 +201,13 @@ class Scheduler:
         try:
             while True:
                 with self._cv:
-                    self._cv.wait_for(lambda: self._stopping or self._waiting or self._calls or self.busy())
+                    self._cv.wait_for(lambda: self._stopping or self._waiting or self._calls or self._side
+                                      or self.busy())
                     if self._stopping:
                         break
                     calls, self._calls = self._calls, []
                     jobs = self._take_waiting()
+                    work = self._side.popleft() if self._side else None
                 for fn in calls:
                     fn()
                 for job in jobs:
@@ -196,10 +216,21 @@ class Scheduler:
                 group = self._pick()
                 if group:
                     self._step(group)
+                if work is not None:
+                    self._run_side(work)
         except Exception:  # noqa: BLE001 - a bug here must not leave clients hanging
             log.exception("the decode loop failed")
         finally:
             self._shutdown()
+
+    def _run_side(self, work: SideWork) -> None:
+        try:
+            work.run()
+        except ApiError as exc:
+            work.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - report it to the request, keep the loop alive
+            log.exception("side work failed")
+            work.fail(ApiError(500, f"internal error: {exc}"))
 
     def _take_waiting(self) -> list[Job]:
         free = sum(1 for s in self.slots if s.job is None)
@@ -326,7 +357,8 @@ class Scheduler:
         else:
             rc = lib.llama_decode(self._model.ctx, batch)
         took = time.perf_counter() - started
-        self._learn(took, switched)
+        if all(count == 1 and slot.next_token is not None for slot, _, count in plan):
+            self._learn(took, switched)  # pure decode steps only: prompt chunks would swamp the estimate
         self._metrics.decode_tokens.observe(n)
         self._metrics.decode_calls.labels(set_label(lora)).inc()
         if rc != 0:
@@ -434,8 +466,11 @@ class Scheduler:
             self._stopping = True
             waiting, self._waiting = list(self._waiting), deque()
             calls, self._calls = self._calls, []
+            side, self._side = list(self._side), deque()
         for job in waiting:
             self._emit(job, Failed(error))
             self._release(job.lora)
+        for work in side:
+            work.fail(error)
         for fn in calls:
             fn()
