@@ -91,17 +91,23 @@ class Engine:
     async def set_adapters(self, refs: list[Ref]) -> list[dict[str, Any]]:
         """Make `refs` the global set (omitted adapters get scale 0) for requests admitted from now on; requests
         in flight keep the set they started with. New paths load in a worker thread, never on the decode loop."""
-        chosen = await run_in_threadpool(self.registry.resolve, refs)
+        chosen = await self._resolve(refs)
         self.registry.set_global(chosen)
         return self.registry.active_listing()
+
+    async def _resolve(self, refs: list[Ref]) -> LoraSet:
+        """Refs by id resolve in microseconds, on the event loop; a path may load a file, so it goes to a worker
+        thread (a thread hop costs milliseconds when llama.cpp's threads hold every core)."""
+        if all(ref.id is not None for ref in refs):
+            return self.registry.resolve(refs)
+        return await run_in_threadpool(self.registry.resolve, refs)
 
     def listing(self) -> list[dict[str, Any]]:
         return self.registry.listing()
 
     async def _lora_for(self, req: CompletionRequest) -> LoraSet:
         refs = req.lora if req.lora is not None else self.registry.refs_for_model(req.model)
-        chosen = None if refs is None else await run_in_threadpool(self.registry.resolve, refs)
-        return self.registry.acquire(chosen)
+        return self.registry.acquire(None if refs is None else await self._resolve(refs))
 
     # -- generation -----------------------------------------------------------------------------------------
     def _prompt(self, req: CompletionRequest) -> tuple[list[int], list[str], str]:
@@ -170,7 +176,7 @@ class Engine:
             inputs = await run_in_threadpool(lambda: [self.model.tokenize(t, add_bos=True) for t in req.texts])
         self.embedder.check(inputs)
         refs = req.lora if req.lora is not None else self.registry.refs_for_model(req.model)
-        lora = self.registry.acquire(None if refs is None else await run_in_threadpool(self.registry.resolve, refs))
+        lora = self.registry.acquire(None if refs is None else await self._resolve(refs))
         try:
             return await self.embedder.embed(inputs, lora), sum(len(t) for t in inputs)
         finally:

@@ -3,6 +3,7 @@ reference counts per in-flight request, and retirement of adapters nothing uses 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -79,9 +80,9 @@ class Registry:
 
     def resolve(self, refs: list[Ref]) -> LoraSet:
         """Refs -> a set of loaded adapters with their scales (zero scales kept), loading new paths now and keeping
-        them only if every ref resolves (404/403/422/400 otherwise, with nothing changed). Blocking: run it in a
-        worker thread."""
-        with self._load_lock:
+        them only if every ref resolves (404/403/422/400 otherwise, with nothing changed). With a path it blocks:
+        run it in a worker thread; refs that are all ids never wait for a load."""
+        with self._load_lock if any(ref.id is None for ref in refs) else contextlib.nullcontext():
             by_key = {a.key: a for a in self.adapters.values()}
             fresh: list[ad.Adapter] = []
             out: list[tuple[ad.Adapter, float]] = []

@@ -22,7 +22,7 @@ log = logging.getLogger("strata.serve")
 # Changing the adapter set makes llama.cpp re-reserve its compute graph before the next decode. With several sets
 # busy, a set keeps the context for at least SWITCH_FACTOR x the measured cost of a switch, so switching costs at
 # most ~1/(1+SWITCH_FACTOR) of the time, and sets take turns round-robin.
-SWITCH_FACTOR = 8.0
+SWITCH_FACTOR = 16.0
 TopList = list[tuple[str, float]]
 
 
