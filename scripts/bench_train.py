@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = parser.parse_args()
+    args.load = os.getloadavg()[0]
 
     from strata.kit.texts import corpus_texts
     from strata.kit.tiny_base import SPECS, make_tiny_base
@@ -158,9 +159,12 @@ def _table(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
         sd = statistics.stdev(loss[name]) if len(loss[name]) > 1 else 0.0
         lines.append(f"| {name} | {med[name]['tokens_per_s']:.0f} | {med[name]['wall_s']:.1f} | "
                      f"{statistics.mean(loss[name]):.4f} ± {sd:.4f} |")
+    paired = [n["tokens_per_s"] / o["tokens_per_s"] for o, n in zip(results["old loop"], results["Trainer"])]
     lines += ["", f"Trainer / old loop: tokens/s x{new['tokens_per_s'] / old['tokens_per_s']:.3f}, "
                   f"wall time x{new['wall_s'] / old['wall_s']:.3f}; eval loss difference "
-                  f"{statistics.mean(loss['Trainer']) - statistics.mean(loss['old loop']):+.4f}"]
+                  f"{statistics.mean(loss['Trainer']) - statistics.mean(loss['old loop']):+.4f}",
+              "tokens/s ratio per round: " + ", ".join(f"{r:.3f}" for r in paired) +
+              f"; load average at the start {args.load:.1f}"]
     return "\n".join(lines)
 
 

@@ -83,7 +83,7 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
         tokenizer.pad_token = tokenizer.eos_token
     context = {"settings": settings, "level": level, "base_dir": base_dir, "below": below, "cfg": cfg,
                "peft": peft, "quantization": quantization, "device": device, "dtype": dtype, "preset": preset,
-               "world_size": state.num_processes}
+               "world_size": nproc if dry_run and not per_topic else state.num_processes}  # a dry run plans --nproc
     threads = max(1, settings.n_threads // distributed.local_world_size()) if device == "cpu" else None
     with cpu_threads(threads):
         model = _load_model(settings, base_dir, below, device, dtype, quantization, cfg)
@@ -150,9 +150,11 @@ def _jobs(settings: Settings, level: int, per_topic: bool, records: list[dict], 
     return jobs
 
 
-def attention_kwargs(device: str) -> dict[str, Any]:
-    """Model-loading kwargs for attention: FlashAttention-2 on CUDA when installed, else PyTorch SDPA."""
-    if device == "cuda":
+def attention_kwargs(device: str, dtype: Any) -> dict[str, Any]:
+    """Model-loading kwargs for attention: FlashAttention-2 on CUDA in bf16 when installed, else PyTorch SDPA."""
+    import torch
+
+    if device == "cuda" and dtype == torch.bfloat16:
         try:
             import flash_attn  # noqa: F401
 
@@ -167,7 +169,7 @@ def _load_model(settings: Settings, base_dir: Path, below: list[Path], device: s
     """The base (levels below merged in); the Trainer moves it to this rank's device. 8/4-bit via bitsandbytes
     from a merged copy saved once (by rank 0) under peft/.bases/."""
     if quantization == "none":
-        return layers.load_base_with_levels(base_dir, below, dtype, **attention_kwargs(device))
+        return layers.load_base_with_levels(base_dir, below, dtype, **attention_kwargs(device, dtype))
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -180,7 +182,7 @@ def _load_model(settings: Settings, base_dir: Path, below: list[Path], device: s
              else BitsAndBytesConfig(load_in_8bit=True))
     model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quant, dtype=dtype,
                                                  device_map={"": distributed.state(device).local_process_index},
-                                                 **attention_kwargs(device))
+                                                 **attention_kwargs(device, dtype))
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                            gradient_checkpointing_kwargs={"use_reentrant": False})
 

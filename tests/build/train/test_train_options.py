@@ -30,6 +30,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(ws, fast, capsys):
     printed = capsys.readouterr().out
     assert "trainable" in printed and "12 steps" in printed and "tokens" in printed
     assert str(ws.peft / "level1") in printed and "dry run" in printed
+    train_level(ws, 1, overrides=fast, max_train_samples=10, dry_run=True, progress=False, nproc=2)
+    assert "12 steps x 4 blocks (2 x 1 accumulation x 2 processes)" in capsys.readouterr().out
+    assert tree(ws.workspace) == before
 
 
 def _losses(folder: Path) -> list[float]:
@@ -127,6 +130,12 @@ def test_two_processes_train_data_parallel_like_one(ws, fast, preset_file, strat
     assert b["metrics"]["eval_loss_after"] < b["metrics"]["eval_loss_before"] - 1e-3 or \
         b["metrics"]["train_loss"] != b["metrics"]["train_loss_first"]  # it trained
     assert (two / "adapter.gguf").is_file()
+
+
+def test_nproc_inside_a_launcher_is_refused(ws, fast, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(StrataError, match="--nproc starts its own processes; drop it when launching with torchrun"):
+        train_level(ws, 1, overrides=fast, nproc=2, progress=False)
 
 
 def test_a_failure_on_one_rank_stops_every_rank(ws, strata_env):
