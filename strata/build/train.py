@@ -264,7 +264,7 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
     args = training_arguments(cfg, resume.checkpoints_dir(job.out), steps=steps, device=ctx["device"],
                               dtype=ctx["dtype"], evaluate_first=bool(val_blocks) and checkpoint is None,
                               progress=progress)
-    tensorboard = "tensorboard" in args.report_to
+    reported, tensorboard = list(args.report_to), "tensorboard" in args.report_to
     if tensorboard:  # strata's own TensorBoard callback, so the events land beside loss.jsonl
         args.report_to = [r for r in args.report_to if r != "tensorboard"]
     meter = meter_callback()
@@ -290,7 +290,7 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
             "eval_loss_before": evals[0]["eval_loss"] if evals and evals[0]["step"] == 0 else None,
             "eval_loss_after": evals[-1]["eval_loss"] if evals else None,
             "tokens_seen": meter.tokens, "train_seconds": meter.seconds, "dataset_sha256": identity["dataset_sha256"],
-            "peak_memory_mb": peak, "peak_memory_measure": measured, "training_arguments": _arguments(args, cfg)}
+            "peak_memory_mb": peak, "peak_memory_measure": measured, "training_arguments": _arguments(args, cfg) | {"report_to": reported}}
 
 
 def _rows(blocks: list) -> list[dict[str, list[int]]]:

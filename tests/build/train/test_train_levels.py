@@ -40,6 +40,7 @@ def test_training_lowers_eval_loss_and_writes_every_record(trained, trained_step
         args = record["training_arguments"]
         assert args["learning_rate"] == fast["lr"] and args["lr_scheduler_type"] == "cosine"
         assert args["max_steps"] == trained_steps and args["per_device_train_batch_size"] == 2
+        assert args["report_to"] == ["tensorboard"] and args["warmup_steps"] == int(0.03 * trained_steps)
         assert record["dataset"]["train_sha256"] == sha256_file(trained.train_jsonl)
         assert record["base_fingerprint"] == layers.fingerprint(trained.base_model)
         assert {"torch", "transformers", "peft", "accelerate"} <= set(record["versions"])
