@@ -240,10 +240,10 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
     <adapter dir>/tensorboard/), resuming from `resume_from`; return what the adapter dir records."""
     from transformers import DataCollatorForSeq2Seq, Trainer
     from transformers.integrations import TensorBoardCallback
-    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from strata.build.trainargs import training_arguments
-    from strata.build.trainmeter import meter_callback
+    from strata.build.trainmeter import meter_callback, progress_callback
 
     cfg: TrainPreset = ctx["cfg"]
     identity = {"total_steps": steps, "dataset_sha256": sha256_file(ctx["settings"].train_jsonl),
@@ -276,6 +276,8 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
     trainer = Trainer(model=model, args=args, train_dataset=_rows(blocks), eval_dataset=_rows(val_blocks) or None,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"), callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # without progress bars: quiet, not a dict per step
+    if trainer.pop_callback(ProgressCallback):
+        trainer.add_callback(progress_callback(job.name))
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if val_blocks:
         trainer.evaluate()

@@ -1,4 +1,4 @@
-"""A Trainer callback that times optimiser steps (tokens/s over training alone) and reads peak memory."""
+"""Trainer callbacks for what a run shows and records: a one-line progress bar, step timing, peak memory."""
 
 from __future__ import annotations
 
@@ -38,3 +38,21 @@ def peak_memory_mb(device: str) -> tuple[float, str]:
 
         return torch.cuda.max_memory_allocated() / 2**20, "torch.cuda.max_memory_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (ru_maxrss)"
+
+
+def progress_callback(name: str) -> Any:
+    """The Trainer's progress bar, named after the adapter, with the loss on the bar instead of a dict per step."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class StepBar(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            super().on_train_begin(args, state, control, **kwargs)
+            if self.training_bar is not None:
+                self.training_bar.set_description(f"training {name}")
+                self.training_bar.unit = "step"
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}")
+
+    return StepBar()
