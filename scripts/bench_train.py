@@ -1,11 +1,12 @@
-"""Training throughput: the Trainer path (this checkout) against the hand-written loop it replaced (git main).
+"""Training throughput: the Trainer path (this checkout) against the hand-written loop it replaced (from git).
 
-The old loop is not kept in strata/: this script checks REF (default `main`, or any commit that still has
-strata/build/checkpoints.py) out into a temporary git worktree and runs it from there. Both sides train level 1
+The old loop is not kept in strata/: this script checks REF (default: OLD_LOOP, the last commit with the old
+loop; any commit that still has strata/build/checkpoints.py works) out into a temporary git worktree and runs
+it from there. Both sides train level 1
 on the same kit data, tiny base, preset, steps and threads, interleaved A B B A ... in one run (the machine is
 shared, so only ratios taken side by side mean anything). Each run is its own process.
 
-    .venv/bin/python scripts/bench_train.py [--ref main] [--rounds 3] [--steps 30] [--size demo] [--threads 1]
+    .venv/bin/python scripts/bench_train.py [--ref COMMIT] [--rounds 3] [--steps 30] [--size demo] [--threads 1]
 
 Reported per side: training tokens/s (non-padding tokens over the time spent in optimiser steps, as each
 training_summary.json records it), wall time of the whole `train_level` call, and the held-out loss after the
@@ -28,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+OLD_LOOP = "9e51947967b6f6130be9d6c0eebf57193e6691f5"  # main before the Trainer replaced strata's own training loop
 
 WORKER = r'''
 import json, sys, time
@@ -93,7 +95,7 @@ def _run(code: str, spec: dict, pythonpath: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ref", default="main", help="git ref with the old hand-written loop")
+    parser.add_argument("--ref", default=OLD_LOOP, help="git commit with the old hand-written loop")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--size", default="demo", choices=["test", "demo"], help="kit tiny-base size")
