@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,39 +95,3 @@ def _pack_chat(records: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) 
         blocks.append(Block(ids, labels))
     return [b for b in blocks if any(label != IGNORE for label in b.labels[1:])]
 
-
-def collate(blocks: list[Block], pad_id: int) -> dict[str, Any]:
-    """Right-pad a micro-batch into tensors: input_ids, attention_mask, labels (IGNORE on padding)."""
-    import torch
-
-    width = max(len(b.input_ids) for b in blocks)
-    ids = torch.full((len(blocks), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(blocks), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(blocks), width), dtype=torch.long)
-    for row, block in enumerate(blocks):
-        n = len(block.input_ids)
-        ids[row, :n] = torch.tensor(block.input_ids)
-        labels[row, :n] = torch.tensor(block.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def step_plan(n_blocks: int, batch_size: int, grad_accum: int, epochs: float, seed: int,
-              max_steps: int | None = None) -> list[list[list[int]]]:
-    """The whole run as data: steps -> micro-batches -> block indices. `max_steps` (if set) replaces `epochs`.
-    A fixed seed gives the same plan, so a resumed run replays exactly the steps it had left."""
-    if n_blocks < 1:
-        raise StrataError("no training blocks: the selected records produced no tokens; check the dataset and topics")
-    per_step = batch_size * grad_accum
-    wanted = max_steps * per_step if max_steps else max(1, round(epochs * n_blocks))
-    order: list[int] = []
-    epoch = 0
-    while len(order) < wanted:  # with max_steps, as many epochs as the steps need
-        perm = list(range(n_blocks))
-        random.Random(seed + epoch).shuffle(perm)
-        order += perm
-        epoch += 1
-    order = order[:wanted]
-    micro = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    steps = [micro[i:i + grad_accum] for i in range(0, len(micro), grad_accum)]
-    return steps[:max_steps] if max_steps else steps

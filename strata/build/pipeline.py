@@ -27,6 +27,7 @@ class Options:
     quant: str = "Q4_K_M"
     train: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    nproc: int = 1  # devices for training (not an input of any stage: the same adapters, trained faster)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ def _train_call(level: int, per_topic: bool, preset: str | None = None) -> Calla
 
         kwargs = {"preset": preset} | {k: v for k, v in options.train.items() if k in TRAIN_KWARGS}
         overrides = {k: v for k, v in options.train.items() if k not in TRAIN_KWARGS}
-        written = train_level(settings, level, per_topic=per_topic, progress=options.progress, overrides=overrides, **kwargs)
+        written = train_level(settings, level, per_topic=per_topic, progress=options.progress, overrides=overrides,
+                              nproc=options.nproc, **kwargs)
         return [str(p) for p in written]
     return run
 
@@ -221,14 +223,21 @@ def preflight(settings: Settings, options: Options, echo: Echo) -> None:
 
 def run_all(settings: Settings, *, per_topic: bool = True, levels: tuple[int, ...] | list[int] = (1, 2, 3),
             quant: str = "Q4_K_M", train_overrides: dict[str, Any] | None = None, force: bool = False,
-            progress: bool = True, echo: Echo = print) -> dict[str, Any]:
-    """The whole build chain in seed order; returns the run manifest (plus its path under "manifest")."""
+            progress: bool = True, nproc: int = 1, echo: Echo = print) -> dict[str, Any]:
+    """The whole build chain in seed order; returns the run manifest (plus its path under "manifest").
+    It runs as one process; `nproc` > 1 trains each level data-parallel and the topic layers that many at a time."""
+    from strata.build import distributed
     from strata.build.quantize import ftype_for
+
+    if distributed.launched():
+        raise StrataError("`strata build all` runs its stages in one process and starts the training processes itself: "
+                          "run it without torchrun / accelerate launch, as `strata build all --nproc N` for N devices.")
 
     ftype_for(quant)  # a typo should not cost a training run
     if not levels or any(int(n) < 1 for n in levels):
         raise StrataError(f"--levels must list level numbers from 1, e.g. 1,2,3; got {list(levels)}")
     options = Options(per_topic=per_topic, levels=tuple(sorted(int(n) for n in levels)), quant=quant.strip().upper(),
-                      train={k: v for k, v in (train_overrides or {}).items() if v is not None}, progress=progress)
+                      train={k: v for k, v in (train_overrides or {}).items() if v is not None}, progress=progress,
+                      nproc=nproc)
     preflight(settings, options, echo)
     return run_stages(settings, default_stages(options), options, force=force, echo=echo)

@@ -1,9 +1,17 @@
-"""The one training loop: level N (or per-topic layers) as LoRA/DoRA on the base with levels 1..N-1 merged in."""
+"""Level N (or per-topic layers) as LoRA/DoRA on the base with levels 1..N-1 merged in, trained by the HF Trainer.
+
+Why the plain `transformers.Trainer` and not TRL's `SFTTrainer`: strata builds its own training blocks
+(`batches.py`: EOS-joined text streams cut to `max_seq_len`; chat examples packed whole with the loss on the final
+assistant turn only) and the layering rule depends on exactly those blocks. What SFTTrainer adds on top of the
+Trainer is that packing and completion-only loss, done differently (it needs `{% generation %}` markers in the chat
+template and packs across example boundaries), and it would bring `datasets`, `pandas` and `pyarrow` into the build
+image. The Trainer alone gives everything else: AdamW, the cosine schedule, accumulation, clipping, bf16,
+gradient checkpointing, checkpoints and resume, evaluation, TensorBoard, and DDP under torchrun / accelerate launch.
+"""
 
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -11,13 +19,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from strata.build import batches, checkpoints, layers
+from strata.build import batches, distributed, layers, resume
 from strata.build.basemodel import resolve_base_model
 from strata.build.preflight import check_base
 from strata.build.trainconfig import TrainPreset, load_train_preset
 from strata.errors import StrataError
 from strata.files import read_jsonl, sha256_file
 from strata.settings import Settings
+
+TENSORBOARD = "tensorboard"  # event files, beside loss.jsonl / loss.png in the adapter dir
 
 
 @dataclass
@@ -34,11 +44,13 @@ class Job:
 def train_level(settings: Settings, level: int, *, per_topic: bool = False, topics: list[str] | None = None,
                 peft: str = "lora", quantization: str = "none", max_train_samples: int | None = None,
                 dry_run: bool = False, resume_from: str | None = None, base_model: str | None = None,
-                preset: str | None = None, progress: bool = True,
-                overrides: dict[str, Any] | None = None) -> list[Path]:
+                preset: str | None = None, progress: bool = True, overrides: dict[str, Any] | None = None,
+                nproc: int = 1, only_topics: list[str] | None = None) -> list[Path]:
     """Train level `level` into peft/level<N>/, or with `per_topic` one adapter per dataset topic into
     peft/<topic>/. Either way the adapter trains on the base with levels 1..N-1 merged in (checked first), using
     the level's preset (or `preset`) updated by `overrides` (e.g. {"epochs": 1, "max_steps": 20}).
+    `nproc` > 1 uses that many devices: a level trains data-parallel under torchrun, per-topic layers train
+    `nproc` at a time (see launch.py); `only_topics` limits per-topic training to those layers (a worker's share).
     Returns the adapter dirs written (or that would be written with `dry_run`, which writes nothing)."""
     if peft not in ("lora", "dora"):
         raise StrataError(f"--peft must be lora or dora, got {peft!r}")
@@ -54,12 +66,28 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
            if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
     jobs = _jobs(settings, level, per_topic, records, val)
     check_base(settings, base_dir, {f"level {level}": cfg.format})
+    if only_topics is not None:
+        jobs = [job for job in jobs if job.topic in only_topics]
+    if nproc > 1 and not dry_run:
+        from strata.build import launch
+
+        args = {"per_topic": per_topic, "topics": topics, "peft": peft, "quantization": quantization,
+                "max_train_samples": max_train_samples, "resume_from": resume_from, "base_model": base_model,
+                "preset": preset, "progress": progress, "overrides": overrides}
+        launch.run(settings, level, nproc, device, [job.topic for job in jobs] if per_topic else None, args)
+        return [job.out for job in jobs]
     from transformers import AutoTokenizer
 
+    state = distributed.state(device)  # before any model: sets up the process group under a launcher
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.padding_side = "right"  # causal LM training: real tokens first, positions 0..n-1
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     context = {"settings": settings, "level": level, "base_dir": base_dir, "below": below, "cfg": cfg,
-               "peft": peft, "quantization": quantization, "device": device, "dtype": dtype, "preset": preset}
-    with cpu_threads(settings.n_threads if device == "cpu" else None):
+               "peft": peft, "quantization": quantization, "device": device, "dtype": dtype, "preset": preset,
+               "world_size": nproc if dry_run and not per_topic else state.num_processes}  # a dry run plans --nproc
+    threads = max(1, settings.n_threads // distributed.local_world_size()) if device == "cpu" else None
+    with cpu_threads(threads):
         model = _load_model(settings, base_dir, below, device, dtype, quantization, cfg)
         for job in jobs:
             model = _train_one(job, model, tokenizer, context, dry_run=dry_run, progress=progress,
@@ -76,8 +104,9 @@ def _resume_for(job: Job, resume_from: str | None, per_topic: bool) -> str | Non
 
 @contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run torch on `n` CPU threads (N_THREADS) for the duration, then restore; None leaves it alone.
-    Oversubscribed torch threads spin: on a busy 2-core host one thread trained a tiny model 10x faster."""
+    """Run torch on `n` CPU threads (N_THREADS, split between the ranks of a launched run) for the duration,
+    then restore; None leaves it alone. Oversubscribed torch threads spin: on a busy 2-core host one thread
+    trained a tiny model 10x faster."""
     import torch
 
     before = torch.get_num_threads()
@@ -123,133 +152,158 @@ def _jobs(settings: Settings, level: int, per_topic: bool, records: list[dict], 
     return jobs
 
 
+def attention_kwargs(device: str, dtype: Any) -> dict[str, Any]:
+    """Model-loading kwargs for attention: FlashAttention-2 on CUDA in bf16 when installed, else PyTorch SDPA."""
+    import torch
+
+    if device == "cuda" and dtype == torch.bfloat16:
+        try:
+            import flash_attn  # noqa: F401
+
+            return {"attn_implementation": "flash_attention_2"}
+        except ImportError:
+            pass
+    return {"attn_implementation": "sdpa"}
+
+
 def _load_model(settings: Settings, base_dir: Path, below: list[Path], device: str, dtype: Any,
                 quantization: str, cfg: TrainPreset) -> Any:
-    """The base (levels below merged in) on `device`; 8/4-bit via bitsandbytes from a saved merged copy."""
+    """The base (levels below merged in); the Trainer moves it to this rank's device. 8/4-bit via bitsandbytes
+    from a merged copy saved once (by rank 0) under peft/.bases/."""
     if quantization == "none":
-        model = layers.load_base_with_levels(base_dir, below, dtype).to(device)
-        if device == "cuda" and cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            model.enable_input_require_grads()
-        return model
-    import torch
+        return layers.load_base_with_levels(base_dir, below, dtype, **attention_kwargs(device, dtype))
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    if below and distributed.is_main():
+        layers.merged_base_dir(settings, base_dir, below, dtype)
+    distributed.barrier()
     source = layers.merged_base_dir(settings, base_dir, below, dtype) if below else base_dir
     quant = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                 bnb_4bit_compute_dtype=dtype) if quantization == "int4"
              else BitsAndBytesConfig(load_in_8bit=True))
     model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quant, dtype=dtype,
-                                                 device_map={"": torch.cuda.current_device()})
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+                                                 device_map={"": distributed.state(device).local_process_index},
+                                                 **attention_kwargs(device, dtype))
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                           gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry_run: bool,
                resume_from: str | None, progress: bool) -> Any:
-    """Wrap `model` with a fresh adapter, train it on `job`, write the adapter dir; return the bare model again."""
+    """Wrap `model` with a fresh adapter, train it on `job`, write the adapter dir (rank 0); return the bare model."""
+    import torch
+
     from strata.build.targets import describe, wrap_lora
+
+    from strata.build.trainargs import planned_steps
 
     cfg: TrainPreset = ctx["cfg"]
     blocks = batches.build_blocks(job.records, tokenizer, cfg.format, cfg.max_seq_len)
+    # eval_batches of the global batch: the same held-out blocks however many processes share them
     val_blocks = batches.build_blocks(job.val_records, tokenizer, cfg.format, cfg.max_seq_len)[
-        : cfg.eval_batches * cfg.batch_size] if job.val_records else []
-    plan = batches.step_plan(len(blocks), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.seed, cfg.max_steps)
-    import torch
-
+        : cfg.eval_batches * cfg.batch_size * ctx["world_size"]] if job.val_records else []
+    steps = planned_steps(len(blocks), cfg, ctx["world_size"])
     torch.manual_seed(cfg.seed)
     peft_model, ctx["targets"] = wrap_lora(model, cfg, use_dora=ctx["peft"] == "dora")
     trainable, total = peft_model.get_nb_trainable_parameters()
     tokens = sum(len(b.input_ids) for b in blocks)
-    print(f"{job.name}: {len(job.records)} records -> {len(blocks)} blocks, {tokens} tokens; {len(plan)} steps "
-          f"x {cfg.batch_size}x{cfg.grad_accum} blocks; trainable {trainable:,} of {total:,} params "
-          f"({ctx['peft']}, r={cfg.r}, {describe(ctx['targets'])}); on {ctx['device']}; "
-          f"base + levels {[p.name for p in ctx['below']]}; -> {job.out}" + (" [dry run: nothing trained or written]"
-                                                                             if dry_run else ""))
+    global_batch = cfg.batch_size * cfg.grad_accum * ctx["world_size"]
+    if distributed.is_main():
+        print(f"{job.name}: {len(job.records)} records -> {len(blocks)} blocks, {tokens} tokens; {steps} steps "
+              f"x {global_batch} blocks ({cfg.batch_size} x {cfg.grad_accum} accumulation x {ctx['world_size']} "
+              f"processes); trainable {trainable:,} of {total:,} params ({ctx['peft']}, r={cfg.r}, "
+              f"{describe(ctx['targets'])}); on {ctx['device']}; base + levels {[p.name for p in ctx['below']]}; "
+              f"-> {job.out}" + (" [dry run: nothing trained or written]" if dry_run else ""), flush=True)
     if dry_run:
         return peft_model.unload()
-    run = _loop(job, peft_model, blocks, val_blocks, plan, tokenizer, ctx, resume_from, progress, tokens)
-    from strata.build.trainrecord import write_adapter_dir
+    run = _fit(job, peft_model, blocks, val_blocks, tokenizer, ctx, resume_from, progress, steps)
+    if distributed.is_main():
+        from strata.build.trainrecord import write_adapter_dir
 
-    write_adapter_dir(job, peft_model, ctx, run)
+        write_adapter_dir(job, peft_model, ctx, run | {"tokens": tokens, "blocks": len(blocks),
+                                                       "val_blocks": len(val_blocks)})
+    distributed.barrier()  # the other ranks wait for rank 0's files, then go on (or exit) together
     return peft_model.unload()
 
 
-def _loop(job: Job, model: Any, blocks: list, val_blocks: list, plan: list, tokenizer: Any, ctx: dict[str, Any],
-          resume_from: str | None, progress: bool, tokens: int) -> dict[str, Any]:
-    """Train over `plan` (steps -> micro-batches -> block ids), checkpointing every save_steps; return the metrics."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
+def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, ctx: dict[str, Any],
+         resume_from: str | None, progress: bool, steps: int) -> dict[str, Any]:
+    """Run the Trainer on `blocks` (checkpoints under <adapter dir>/checkpoints/, TensorBoard events under
+    <adapter dir>/tensorboard/), resuming from `resume_from`; return what the adapter dir records."""
+    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from strata.build.trainargs import training_arguments
+    from strata.build.trainmeter import meter_callback, progress_callback
 
     cfg: TrainPreset = ctx["cfg"]
-    device, pad_id = ctx["device"], tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    # floor, not ceil: a run shorter than 1/warmup_ratio steps gets no warmup instead of a wasted lr=0 first step
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
-    identity = {"total_steps": len(plan), "dataset_sha256": sha256_file(ctx["settings"].train_jsonl),
-                "blocks": len(blocks)}
-    checkpoint = checkpoints.resolve_resume(job.out, resume_from)
-    state: dict[str, Any] = {"log": [], "tokens_seen": 0, "train_seconds": 0.0}
+    identity = {"total_steps": steps, "dataset_sha256": sha256_file(ctx["settings"].train_jsonl),
+                "blocks": len(blocks), "global_batch": cfg.batch_size * cfg.grad_accum * ctx["world_size"]}
+    checkpoint = resume.resolve_resume(job.out, resume_from)
     if checkpoint is not None:
-        state = checkpoints.load_checkpoint(checkpoint, model, optimizer, scheduler, identity)
-        print(f"{job.name}: resuming from {checkpoint} at step {state['step']} of {len(plan)}")
+        saved = resume.read_marker(checkpoint, identity)
+        if distributed.is_main():
+            print(f"{job.name}: resuming from {checkpoint} at step {resume.checkpoint_step(checkpoint)} of {steps}")
     else:
-        shutil.rmtree(checkpoints.checkpoints_dir(job.out), ignore_errors=True)  # a fresh run owns the dir
-        state["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        state["eval_loss_before"] = evaluate(model, val_blocks, cfg.batch_size, pad_id, device)
-    start = state.get("step", 0)
-    bar = tqdm(total=len(plan), initial=start, desc=f"training {job.name}", disable=not progress, unit="step")
-    model.train()
-    for step in range(start + 1, len(plan) + 1):
-        began = time.perf_counter()
-        micro = plan[step - 1]
-        weights = [_targets(blocks, ids) for ids in micro]
-        loss_sum, seen = 0.0, 0
-        for ids, weight in zip(micro, weights):
-            batch = {k: v.to(device) for k, v in batches.collate([blocks[i] for i in ids], pad_id).items()}
-            loss = model(**batch).loss * (weight / max(1, sum(weights)))
-            loss.backward()
-            loss_sum += loss.item()
-            seen += int(batch["attention_mask"].sum())
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["tokens_seen"] += seen
-        state["train_seconds"] += time.perf_counter() - began
-        state["log"].append({"step": step, "loss": round(loss_sum, 6), "lr": scheduler.get_last_lr()[0], "tokens": seen})
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum:.4f}")
-        if step % cfg.save_steps == 0:
-            checkpoints.save_checkpoint(job.out, step, model, optimizer, scheduler, {**state, **identity})
-    bar.close()
-    state["eval_loss_after"] = evaluate(model, val_blocks, cfg.batch_size, pad_id, device)
-    state.update(identity, resumed_from_step=start if checkpoint is not None else None, tokens=tokens,
-                 blocks=len(blocks), val_blocks=len(val_blocks))
-    return state
+        saved = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if distributed.is_main():  # a fresh run owns the checkpoints and event files
+            if job.out.exists() and not job.out.is_dir():
+                raise StrataError(f"{job.out} is a file, not an adapter dir; move it away and train again.")
+            for folder in (resume.checkpoints_dir(job.out), job.out / TENSORBOARD):
+                shutil.rmtree(folder, ignore_errors=True)
+        distributed.barrier()
+    args = training_arguments(cfg, resume.checkpoints_dir(job.out), steps=steps, device=ctx["device"],
+                              dtype=ctx["dtype"], evaluate_first=bool(val_blocks) and checkpoint is None,
+                              progress=progress)
+    reported, tensorboard = list(args.report_to), "tensorboard" in args.report_to
+    if tensorboard:  # strata's own TensorBoard callback, so the events land beside loss.jsonl
+        args.report_to = [r for r in args.report_to if r != "tensorboard"]
+    meter = meter_callback()
+    callbacks = [meter, resume.marker_callback(identity | {"started_at": saved["started_at"]})]
+    if tensorboard:
+        board = TensorBoardCallback()
+        board.logging_dir = str(job.out / TENSORBOARD)
+        callbacks.append(board)
+    trainer = Trainer(model=model, args=args, train_dataset=_rows(blocks), eval_dataset=_rows(val_blocks) or None,
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"), callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # without progress bars: quiet, not a dict per step
+    if trainer.pop_callback(ProgressCallback):
+        trainer.add_callback(progress_callback(job.name))
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if val_blocks:
+        trainer.evaluate()
+    history = trainer.state.log_history
+    evals = [row for row in history if "eval_loss" in row]
+    from strata.build.trainmeter import peak_memory_mb
+
+    peak, measured = peak_memory_mb(ctx["device"])
+    return {"log": [_log_row(row) for row in history if "loss" in row or "eval_loss" in row],
+            "total_steps": trainer.state.global_step, "started_at": saved["started_at"],
+            "resumed_from_step": resume.checkpoint_step(checkpoint) if checkpoint else None,
+            "eval_loss_before": evals[0]["eval_loss"] if evals and evals[0]["step"] == 0 else None,
+            "eval_loss_after": evals[-1]["eval_loss"] if evals else None,
+            "tokens_seen": meter.tokens, "train_seconds": meter.seconds, "dataset_sha256": identity["dataset_sha256"],
+            "peak_memory_mb": peak, "peak_memory_measure": measured, "training_arguments": _arguments(args, cfg) | {"report_to": reported}}
 
 
-def _targets(blocks: list, ids: Any) -> int:
-    """How many tokens the loss covers (the first token of a block is never predicted)."""
-    return sum(1 for i in ids for label in blocks[i].labels[1:] if label != batches.IGNORE)
+def _rows(blocks: list) -> list[dict[str, list[int]]]:
+    return [{"input_ids": b.input_ids, "labels": b.labels} for b in blocks]
 
 
-def evaluate(model: Any, blocks: list, batch_size: int, pad_id: int, device: str) -> float | None:
-    """Token-weighted mean loss over `blocks` (None when there is no validation data)."""
-    import torch
+def _log_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Trainer log entry as a loss.jsonl row: step, then loss/lr/grad_norm/tokens_seen or eval_loss."""
+    names = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "num_input_tokens_seen": "tokens_seen",
+             "eval_loss": "eval_loss"}
+    return {"step": row["step"], **{short: row[key] for key, short in names.items() if key in row}}
 
-    if not blocks:
-        return None
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(blocks), batch_size):
-            chunk = blocks[i:i + batch_size]
-            n = _targets(chunk, range(len(chunk)))
-            batch = {k: v.to(device) for k, v in batches.collate(chunk, pad_id).items()}
-            total += model(**batch).loss.item() * n
-            count += n
-    model.train()
-    return total / max(1, count)
+
+def _arguments(args: Any, cfg: TrainPreset) -> dict[str, Any]:
+    """The TrainingArguments fields strata set or the preset passed, as the summary records them."""
+    from strata.build.trainargs import MAPPED
+
+    keys = [*MAPPED.values(), "max_steps", "warmup_steps", "lr_scheduler_type", "optim", "bf16",
+            "per_device_eval_batch_size", "report_to", *cfg.trainer]
+    return {key: getattr(args, key) for key in dict.fromkeys(keys) if isinstance(getattr(args, key), (int, float, str, bool, list, type(None)))}
+

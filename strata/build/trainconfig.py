@@ -30,6 +30,8 @@ class TrainPreset:
     eval_batches: int = 20
     gradient_checkpointing: bool = True  # CUDA only; CPU runs are small
     seed: int = 42
+    # any other transformers.TrainingArguments field, passed through as is (e.g. {save_total_limit: 2, optim: adamw_8bit})
+    trainer: dict[str, Any] = field(default_factory=dict)
 
 
 def load_train_preset(level: int, preset: str | None = None, **overrides: Any) -> TrainPreset:

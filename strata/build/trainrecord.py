@@ -29,11 +29,7 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
     try:
         peft_model.save_pretrained(stage)
         base_fp = layers.fingerprint(ctx["base_dir"])
-        log = [{"step": 0, "eval_loss": run["eval_loss_before"]}] if run.get("eval_loss_before") is not None else []
-        log += run["log"]
-        if run.get("eval_loss_after") is not None:
-            log.append({"step": run["total_steps"], "eval_loss": run["eval_loss_after"]})
-        plot_loss(atomic_write_jsonl(stage / "loss.jsonl", log), stage / "loss.png", title=f"{job.name} loss")
+        plot_loss(atomic_write_jsonl(stage / "loss.jsonl", run["log"]), stage / "loss.png", title=f"{job.name} loss")
         if ctx["peft"] == "dora":
             gguf_note = DORA_MESSAGE
             print(f"{job.name}: {DORA_MESSAGE}.")
@@ -55,7 +51,7 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
 def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, stage: Path,
              gguf_note: str | None) -> dict[str, Any]:
     settings, level, below = ctx["settings"], ctx["level"], ctx["below"]
-    losses = [r["loss"] for r in run["log"]]
+    losses = [r["loss"] for r in run["log"] if "loss" in r]
     tail = losses[-max(1, len(losses) // 10):]
     stack = [str(d / GGUF) for d in below]
     return {
@@ -87,8 +83,12 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
             "eval_loss_before": run.get("eval_loss_before"),
             "eval_loss_after": run.get("eval_loss_after"),
             "tokens_per_s": run["tokens_seen"] / run["train_seconds"] if run["train_seconds"] else None,
+            "tokens_seen": run["tokens_seen"],
             "duration_s": run["train_seconds"],
+            "peak_memory_mb": round(run["peak_memory_mb"], 1),
+            "peak_memory_measure": run["peak_memory_measure"],
         },
+        "training_arguments": run["training_arguments"],
         "gguf": {
             "path": None if gguf_note else GGUF,
             "note": gguf_note,
@@ -101,8 +101,10 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
             "stack": stack + ([str(job.out / GGUF)] if not gguf_note else []),
         },
         "device": ctx["device"],
+        "world_size": ctx["world_size"],
         "dtype": str(ctx["dtype"]).removeprefix("torch."),
-        "versions": {name: _version(name) for name in ("torch", "transformers", "peft", "llama-cpp-python", "strata")},
+        "versions": {name: _version(name) for name in ("torch", "transformers", "peft", "accelerate", "llama-cpp-python",
+                                                       "strata")},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "started_at": run.get("started_at"),
     }

@@ -18,6 +18,9 @@ def training_knobs(func):
         click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop each adapter after this many optimiser steps."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's learning rate."),
         click.option("--no-progress", is_flag=True, help="Hide progress bars."),
+        click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+                     help="Devices to train on (GPUs, or CPU processes): a level trains data-parallel under torchrun "
+                          "with N processes; --per-topic layers train N at a time, one per device."),
     ]):
         func = option(func)
     return func
@@ -33,7 +36,8 @@ def training_knobs(func):
 @click.option("--quantization", type=click.Choice(["none", "int8", "int4"]), default="none", show_default=True,
               help="Load the base in 8/4-bit through bitsandbytes (QLoRA). CUDA only.")
 @click.option("--dry-run", is_flag=True, help="Load everything and print the plan (params, tokens, steps, output dir); train and write nothing.")
-@click.option("--resume-from", default=None, help="A checkpoint dir (…/checkpoints/step-N), or `auto` for the latest one.")
+@click.option("--resume-from", default=None,
+              help="A Trainer checkpoint dir (peft/<name>/checkpoints/checkpoint-N), or `auto` for the latest one.")
 @click.option("--base-model", default=None, help="A local HF model dir or a Hugging Face hub id (default: BASE_MODEL).")
 @click.option("--preset", default=None, help="Preset name under presets/ or a .yaml path (default: levels/levelN).")
 @click.option("--save-steps", type=click.IntRange(1), default=None, help="Write a resumable checkpoint every N steps.")
@@ -43,19 +47,24 @@ def training_knobs(func):
 def train(settings: Settings, level: int, per_topic: bool, topics: str | None, peft_kind: str, quantization: str,
           max_train_samples: int | None, dry_run: bool, resume_from: str | None, base_model: str | None,
           preset: str | None, epochs: float | None, max_steps: int | None, lr: float | None,
-          save_steps: int | None, no_progress: bool) -> None:
-    """Train LoRA level N (or per-topic layers) and export each adapter to GGUF for the server."""
+          save_steps: int | None, no_progress: bool, nproc: int) -> None:
+    """Train LoRA level N (or per-topic layers) with the Hugging Face Trainer and export each adapter to GGUF for
+    the server. Runs data-parallel under `torchrun --nproc_per_node N -m strata build train ...` (or with --nproc N);
+    only rank 0 writes."""
+    from strata.build import distributed
     from strata.build.train import train_level
 
     written = train_level(
         settings, level, per_topic=per_topic, topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,
         peft=peft_kind, quantization=quantization, max_train_samples=max_train_samples, dry_run=dry_run,
         resume_from=resume_from, base_model=base_model, preset=preset, progress=not no_progress,
-        overrides={"epochs": epochs, "max_steps": max_steps, "lr": lr, "save_steps": save_steps},
+        overrides={"epochs": epochs, "max_steps": max_steps, "lr": lr, "save_steps": save_steps}, nproc=nproc,
     )
-    verb = "would write" if dry_run else "wrote"
-    for path in written:
-        click.echo(f"{verb} {path}")
+    if distributed.is_main():
+        verb = "would write" if dry_run else "wrote"
+        for path in written:
+            click.echo(f"{verb} {path}")
+    distributed.finish()
 
 
 COMMANDS.append(train)
@@ -114,14 +123,15 @@ def convert(settings: Settings, hf_dir: str | None, quant: str, out: str | None,
 @workspace_option
 @friendly_errors
 def all_stages(settings: Settings, per_topic: bool, levels: str, quant: str, force: bool, max_steps: int | None,
-               epochs: float | None, lr: float | None, max_train_samples: int | None, no_progress: bool) -> None:
+               epochs: float | None, lr: float | None, max_train_samples: int | None, no_progress: bool,
+               nproc: int) -> None:
     """pretest -> dataset -> levels -> merge -> convert -> archive, skipping unchanged stages; writes runs/<id>/manifest.json."""
     from strata.build.pipeline import run_all
 
     record = run_all(settings, per_topic=per_topic, levels=_int_list(levels) or [], quant=quant, force=force,
                      train_overrides={"max_steps": max_steps, "epochs": epochs, "lr": lr,
                                       "max_train_samples": max_train_samples},
-                     progress=not no_progress, echo=click.echo)
+                     progress=not no_progress, nproc=nproc, echo=click.echo)
     click.echo(f"run {record['run_id']}: " + ", ".join(f"{s['name']} {s['status']}" for s in record["stages"]))
     click.echo(f"manifest: {record['manifest']}")
 

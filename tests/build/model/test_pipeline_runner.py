@@ -98,3 +98,13 @@ def test_moving_files_between_pooled_roots_keeps_identity(tmp_path):
     assert path_identity(raw, archive) == before
     (raw / "T" / "b.pdf").write_bytes(b"%PDF-1.7 b")
     assert path_identity(raw, archive) != before
+
+
+def test_train_all_under_a_launcher_says_to_use_nproc(workspace, monkeypatch):
+    """torchrun / accelerate launch set WORLD_SIZE; `build all` runs its stages once and starts trainers itself."""
+    from strata.build.pipeline import run_all
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(StrataError, match=r"without torchrun / accelerate launch, as `strata build all --nproc N`"):
+        run_all(workspace, levels=(1,), echo=lambda _: None)
+    assert not list(workspace.runs.iterdir())

@@ -14,6 +14,7 @@ from strata.settings import Settings
 FAST = {"max_seq_len": 64, "batch_size": 2, "grad_accum": 1, "max_steps": 12, "lr": 5e-3, "save_steps": 1000,
         "eval_batches": 4}
 SAMPLES = 40  # training records per run: a few dozen steps of 2x64 tokens, seconds on CPU
+TRAINED_STEPS = 48
 
 
 def corpus_records() -> list[dict]:
@@ -67,8 +68,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, dataset_files: tuple[Path,
     from strata.build.train import train_level
 
     settings = dataset_workspace(tmp_path_factory.mktemp("trained") / "ws", dataset_files, tiny_base)
-    for level in (1, 2):
-        train_level(settings, level, overrides=FAST, max_train_samples=SAMPLES, progress=False)
+    for level in (1, 2):  # 48 steps: enough for the held-out loss to fall on this tiny base whatever the data order
+        train_level(settings, level, overrides=FAST | {"max_steps": TRAINED_STEPS}, max_train_samples=SAMPLES,
+                    progress=False)
     return settings
 
 
@@ -82,3 +84,30 @@ def ws(workspace: Settings, dataset_files: tuple[Path, Path], tiny_base: Path) -
 def fast() -> dict:
     """Preset overrides that keep a CPU training run to seconds."""
     return dict(FAST)
+
+
+@pytest.fixture
+def trained_steps() -> int:
+    """Optimiser steps of each adapter in the `trained` workspace."""
+    return TRAINED_STEPS
+
+
+@pytest.fixture
+def preset_file(tmp_path: Path):
+    """Write a preset YAML (for CLI runs that need more than the CLI's knobs): preset_file(values) -> path."""
+    import yaml
+
+    def write(values: dict, name: str = "preset.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(values))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def strata_env(tiny_base: Path) -> dict[str, str]:
+    """Environment for `python -m strata ...` subprocesses: the tiny base, one torch thread per process."""
+    import os
+
+    return os.environ | {"BASE_MODEL": str(tiny_base), "N_THREADS": "1", "PYTHONUNBUFFERED": "1"}

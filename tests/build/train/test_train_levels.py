@@ -21,34 +21,49 @@ def summary(folder):
     return json.loads((folder / "training_summary.json").read_text())
 
 
-def test_training_lowers_eval_loss_and_writes_every_record(trained):
+def test_training_lowers_eval_loss_and_writes_every_record(trained, trained_steps, fast):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     for level in (1, 2):
         folder = trained.peft / f"level{level}"
         names = {p.name for p in folder.iterdir()}
         assert {"adapter_config.json", "adapter_model.safetensors", "training_summary.json", "loss.jsonl",
-                "loss.png", "adapter.gguf"} <= names
+                "loss.png", "adapter.gguf", "tensorboard", "checkpoints"} <= names
         record = summary(folder)
         metrics = record["metrics"]
         assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
-        assert metrics["steps"] == 12 and metrics["tokens_per_s"] > 0
+        assert metrics["steps"] == trained_steps and metrics["tokens_per_s"] > 0
+        full = trained_steps * 2 * 64  # 2 blocks of 64 tokens a step: text blocks are full but for each epoch's tail
+        assert 0.9 * full < metrics["tokens_seen"] <= full
+        assert metrics["peak_memory_mb"] > 50 and metrics["peak_memory_measure"]
+        assert record["world_size"] == 1 and record["device"] == "cpu" and record["dtype"] == "float32"
+        args = record["training_arguments"]
+        assert args["learning_rate"] == fast["lr"] and args["lr_scheduler_type"] == "cosine"
+        assert args["max_steps"] == trained_steps and args["per_device_train_batch_size"] == 2
+        assert args["report_to"] == ["tensorboard"] and args["warmup_steps"] == int(0.03 * trained_steps)
         assert record["dataset"]["train_sha256"] == sha256_file(trained.train_jsonl)
         assert record["base_fingerprint"] == layers.fingerprint(trained.base_model)
-        assert {"torch", "transformers", "peft"} <= set(record["versions"])
+        assert {"torch", "transformers", "peft", "accelerate"} <= set(record["versions"])
         steps = [json.loads(line) for line in (folder / "loss.jsonl").read_text().splitlines()]
-        assert [s["step"] for s in steps if "loss" in s] == list(range(1, 13))
+        assert [s["step"] for s in steps if "loss" in s] == list(range(1, trained_steps + 1))
+        assert [s["step"] for s in steps if "eval_loss" in s] == [0, trained_steps]
+        events = EventAccumulator(str(folder / "tensorboard")).Reload()
+        board = events.Scalars("train/loss")
+        assert [e.step for e in board] == list(range(1, trained_steps + 1))
+        assert [e.value for e in board] == pytest.approx([s["loss"] for s in steps if "loss" in s], rel=1e-6)
+        assert [e.value for e in events.Scalars("eval/loss")][-1] == pytest.approx(metrics["eval_loss_after"])
         assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
         assert read_metadata(folder / "adapter.gguf", FINGERPRINT_KEY) == record["base_fingerprint"]
     assert summary(trained.peft / "level1")["hyperparameters"]["format"] == "text"
     assert summary(trained.peft / "level2")["hyperparameters"]["format"] == "chat"
 
 
-def test_level2_trained_on_level1_merged_weights(trained, tiny_base):
+def test_level2_trained_on_level1_merged_weights(trained, tiny_base, tmp_path):
     """Level 2's pre-training eval loss is exactly the loss of base + level 1 merged, not of the bare base."""
     import torch
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from strata.build.batches import build_blocks, load_records
-    from strata.build.train import evaluate
     from strata.build.trainconfig import TrainPreset
 
     record = summary(trained.peft / "level2")
@@ -56,12 +71,18 @@ def test_level2_trained_on_level1_merged_weights(trained, tiny_base):
     assert [e["adapter_sha256"] for e in record["levels_below"]] == [level1["adapter_sha256"]]
     cfg = TrainPreset(**record["hyperparameters"])
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     blocks = build_blocks(load_records(trained.val_jsonl), tokenizer, cfg.format, cfg.max_seq_len)[
         : cfg.eval_batches * cfg.batch_size]
+    rows = [{"input_ids": b.input_ids, "labels": b.labels} for b in blocks]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=cfg.batch_size, report_to=[],
+                             use_cpu=True, remove_unused_columns=False)
     losses = {}
     for name, below in (("base", []), ("base+level1", [trained.peft / "level1"])):
         model = layers.load_base_with_levels(tiny_base, below, torch.float32)
-        losses[name] = evaluate(model, blocks, cfg.batch_size, tokenizer.eos_token_id, "cpu")
+        trainer = Trainer(model=model, args=args, eval_dataset=rows,
+                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"))
+        losses[name] = trainer.evaluate()["eval_loss"]
     assert losses["base+level1"] == pytest.approx(record["metrics"]["eval_loss_before"], rel=1e-5)
     assert abs(losses["base"] - losses["base+level1"]) > 1e-3
 

@@ -62,11 +62,16 @@ def test_chat_labels_cover_only_the_answer(tiny_base):
     assert "[INST] What is lease 0? [/INST]" in everything
 
 
-def test_step_plan_is_deterministic_and_honours_max_steps():
-    plan = batches.step_plan(10, batch_size=2, grad_accum=2, epochs=1.0, seed=3)
-    assert len(plan) == 3 and sorted(i for step in plan for micro in step for i in micro) == list(range(10))
-    assert plan == batches.step_plan(10, 2, 2, 1.0, 3)
-    assert len(batches.step_plan(10, 2, 2, 1.0, 3, max_steps=7)) == 7
+def test_planned_steps_follow_the_trainers_count():
+    from strata.build.trainargs import planned_steps
+
+    cfg = TrainPreset(batch_size=2, grad_accum=2, epochs=1.0)
+    assert planned_steps(10, cfg) == 3  # 5 micro-batches -> 3 optimiser steps (the last one short)
+    assert planned_steps(10, cfg, world_size=2) == 2
+    assert planned_steps(10, TrainPreset(batch_size=2, grad_accum=2, epochs=2.5)) == 8
+    assert planned_steps(10, TrainPreset(max_steps=7)) == 7
+    with pytest.raises(StrataError, match="no training blocks"):
+        planned_steps(0, cfg)
 
 
 def test_fingerprint_is_stable_and_sees_weights(tiny_base, tmp_path):
