@@ -195,7 +195,6 @@ def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry
     import torch
 
     from strata.build.targets import describe, wrap_lora
-
     from strata.build.trainargs import planned_steps
 
     cfg: TrainPreset = ctx["cfg"]
