@@ -23,13 +23,17 @@ DEFAULT_MAX_BODY = 1 << 20  # 1 MiB is plenty for chat + adapter bodies
 DEFAULT_MAX_LORA_SCALE = 8.0
 
 
+def finite_float32(value: float) -> bool:
+    """Whether `value` stays finite as a C float (llama.cpp's scales and biases): 1e308 does not."""
+    try:
+        return math.isfinite(ctypes.c_float(float(value)).value)
+    except OverflowError:
+        return False
+
+
 def check_scale(value: float, where: str, limit: float = DEFAULT_MAX_LORA_SCALE) -> float:
     """`value` as llama.cpp will use it (a C float): ValueError naming `where` unless finite and within ±limit."""
-    try:
-        as_float32 = ctypes.c_float(float(value)).value
-    except OverflowError:
-        as_float32 = math.inf
-    if not math.isfinite(as_float32):
+    if not finite_float32(value):
         raise ValueError(f"{where} is {value!r}, which is not a finite number once stored as llama.cpp's float32 "
                          f"scale; use a scale within [-{limit:g}, {limit:g}].")
     if abs(value) > limit:

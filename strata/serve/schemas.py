@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 
 from strata.serve.adapters import check_path, check_utf8
-from strata.serve.config import DEFAULT_MAX_LORA_SCALE, check_scale
+from strata.serve.config import DEFAULT_MAX_LORA_SCALE, check_scale, finite_float32
 from strata.serve.errors import ApiError
 from strata.serve.fields import FIELDS, NUMBER, check_known
 from strata.serve.registry import Ref
@@ -245,8 +245,9 @@ def _logit_bias(value: Any) -> dict[int, float]:
             token = int(key)
         except (TypeError, ValueError):
             raise ApiError(400, f"\"logit_bias\" keys must be token ids (integers), got {key!r}") from None
-        if not _is(bias, NUMBER) or not math.isfinite(bias):
-            raise ApiError(400, f"\"logit_bias\"[{key!r}] must be a finite number, got {bias!r}")
+        if not _is(bias, NUMBER) or not finite_float32(bias):
+            raise ApiError(400, f"\"logit_bias\"[{key!r}] must be a finite number, also as llama.cpp's float32 "
+                                f"(-100 bans a token), got {bias!r:.40}")
         out[token] = float(bias)
     return out
 
