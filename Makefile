@@ -10,7 +10,7 @@ export CMAKE_ARGS
 STAMP := $(VENV)/.strata-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean-venv
+.PHONY: install test fuzz demo bench clean-venv
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile scripts/llama_wheel.sh
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The server fuzz suite with the large budget (make test runs it with a small one); see README "Reliability".
+fuzz: install
+	STRATA_FUZZ_PROFILE=fuzz $(PY) -m pytest tests/serve/fuzz $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/strata demo

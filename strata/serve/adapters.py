@@ -16,6 +16,17 @@ EXPORT_HINT = ("export it first: `strata build train ...` writes adapter.gguf in
 FINGERPRINT_KEY = "strata.base_fingerprint"
 
 
+def _limit(name: str, default: int) -> int:
+    try:
+        return os.pathconf("/", name)
+    except (OSError, ValueError):
+        return default
+
+
+PATH_MAX = _limit("PC_PATH_MAX", 4096)  # bytes, including the final NUL
+NAME_MAX = _limit("PC_NAME_MAX", 255)  # bytes per path component
+
+
 @dataclass(frozen=True)
 class BaseInfo:
     """What an adapter must match: the base's architecture and its tensor shapes (GGUF order, ne0 first)."""
@@ -74,11 +85,30 @@ def read_adapter_meta(file: Path) -> tuple[dict[str, Any], dict[str, tuple[int, 
     if values.get("general.type") != "adapter" or values.get("adapter.type") != "lora":
         raise ApiError(422, f"{file} is a GGUF but not a LoRA adapter (general.type={values.get('general.type')!r}, "
                             f"adapter.type={values.get('adapter.type')!r}); pass an adapter GGUF, not a model.")
+    check_finite(reader, file)
     meta = {"alpha": values.get("adapter.lora.alpha"), "architecture": values.get("general.architecture")}
     if FINGERPRINT_KEY in values:
         meta["base_fingerprint"] = values[FINGERPRINT_KEY]
     shapes = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}
     return meta, shapes
+
+
+def check_finite(reader: Any, file: Path) -> None:
+    """422 when a float tensor of a GGUF LoRA holds NaN or inf: llama.cpp loads it happily, and every reply under
+    it (and, through cached prompt state, later replies) turns non-finite."""
+    import numpy as np
+    from gguf import GGMLQuantizationType
+
+    for tensor in reader.tensors:
+        if tensor.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            values = tensor.data
+        elif tensor.tensor_type == GGMLQuantizationType.BF16:  # raw bytes in gguf-py: widen to float32
+            values = (np.asarray(tensor.data).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            continue
+        if not np.isfinite(values).all():
+            raise ApiError(422, f"{file}: tensor {tensor.name} holds NaN or inf values, so the adapter is broken (an "
+                                "fp16 overflow in training, say); retrain or re-export it.")
 
 
 def check_compatible(file: Path, meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], base: BaseInfo) -> None:
@@ -106,11 +136,48 @@ def is_allowed(real: Path, roots: list[Path]) -> bool:
     return any(real == root or real.is_relative_to(root) for root in roots)
 
 
+def check_utf8(value: str, where: str) -> bytes:
+    """`value` as UTF-8 bytes; 400 naming `where` when it holds a lone surrogate (a JSON \\ud800-style escape
+    without its pair), which neither llama.cpp's tokenizer nor the file system can take."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, f"{where} is not valid UTF-8: a lone surrogate {value[exc.start]!r} at character "
+                            f"{exc.start} (a JSON \\ud800-style escape without its pair); send UTF-8 text.") from None
+
+
+def check_path(value: str, where: str) -> str:
+    """400 naming `where` unless `value` can be a file-system path: no NUL byte, valid UTF-8 (no lone surrogate,
+    e.g. from a JSON \\ud800 escape), under PATH_MAX bytes and NAME_MAX bytes per component."""
+    if "\x00" in value:
+        raise ApiError(400, f"{where} contains a NUL byte (\\u0000) at character {value.index(chr(0))}; file paths "
+                            "cannot hold one: send the path without it.")
+    raw = check_utf8(value, where)
+    if len(raw) >= PATH_MAX:
+        raise ApiError(400, f"{where} is {len(raw)} bytes long; paths are limited to {PATH_MAX - 1} bytes (PATH_MAX): "
+                            "send a shorter path.")
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        raise ApiError(400, f"{where} has a {len(longest)}-byte name ({longest[:40].decode(errors='replace')}...); "
+                            f"each file or folder name is limited to {NAME_MAX} bytes (NAME_MAX).")
+    return value
+
+
 def resolve_file(path: str, roots: list[Path], convert: Callable[[Path], Path] | None = None) -> Path:
-    """User path -> the real GGUF LoRA file: 404 missing, 403 outside the allowed roots, 422 no GGUF inside."""
+    """User path -> the real GGUF LoRA file: 400 unusable path, 404 missing, 403 outside the allowed roots,
+    422 no GGUF inside (or unreadable)."""
     if not isinstance(path, str) or not path.strip():
         raise ApiError(400, "adapter path must be a non-empty string")
-    given = Path(path).expanduser()
+    check_path(path, "adapter path")
+    try:
+        return _resolve_checked(path, roots, convert)
+    except OSError as exc:  # e.g. permission denied, or a name that grew too long through a symlink
+        raise ApiError(422, f"adapter path {path} cannot be read ({exc.strerror or exc}); check the file and its "
+                            "permissions.") from None
+
+
+def _resolve_checked(path: str, roots: list[Path], convert: Callable[[Path], Path] | None) -> Path:
+    given = Path(os.path.expanduser(path))  # os.path: an unknown ~user stays as written instead of raising
     real = Path(os.path.realpath(given))  # symlinks and .. resolved before the allow-list check
     if not is_allowed(real, roots):
         raise ApiError(403, f"adapter path {path} lies outside the allowed roots {[str(r) for r in roots]}; "
@@ -120,7 +187,11 @@ def resolve_file(path: str, roots: list[Path], convert: Callable[[Path], Path] |
                             "WORKSPACE/peft/<name>).")
     if real.is_file():
         return real
-    candidates = [real / "adapter.gguf"] if (real / "adapter.gguf").is_file() else sorted(real.glob("*.gguf"))
+    # a FIFO or device (named *.gguf or not) is never opened: reading one could block the engine forever
+    if not real.is_dir():
+        raise ApiError(422, f"adapter path {path} is not a regular file or a dir; pass a .gguf LoRA file or its dir.")
+    candidates = [real / "adapter.gguf"] if (real / "adapter.gguf").is_file() else sorted(
+        c for c in real.glob("*.gguf") if c.is_file())
     if len(candidates) == 1:
         return candidates[0]
     if len(candidates) > 1:

@@ -133,14 +133,15 @@ async def list_adapters(request: Request, runtime: Runtime) -> Response:
 
 async def set_adapters(request: Request, runtime: Runtime) -> Response:
     engine = runtime.ready_engine()
-    refs = parse_adapter_body(await read_json(request, runtime.config.max_body_bytes))
+    refs = parse_adapter_body(await read_json(request, runtime.config.max_body_bytes), runtime.config.max_lora_scale)
     return JSONResponse(await engine.set_adapters(refs))
 
 
 def _completion_handler(kind: str) -> Handler:
     async def handle(request: Request, runtime: Runtime) -> Response:
         engine = runtime.ready_engine()
-        req = parse_completion(await read_json(request, runtime.config.max_body_bytes), kind)
+        req = parse_completion(await read_json(request, runtime.config.max_body_bytes), kind,
+                               runtime.config.max_lora_scale)
         generation, echoed = await engine.submit(req)  # every 4xx is raised here, before a byte is sent
         reply = Reply(kind=kind, model=req.model or runtime.config.model_name, prompt_text=echoed,
                       logprobs=req.logprobs is not None)
@@ -199,7 +200,7 @@ async def _chunks(generation: Generation, reply: Reply, include_usage: bool,
 
 async def embeddings(request: Request, runtime: Runtime) -> Response:
     engine = runtime.ready_engine()
-    req = parse_embeddings(await read_json(request, runtime.config.max_body_bytes))
+    req = parse_embeddings(await read_json(request, runtime.config.max_body_bytes), runtime.config.max_lora_scale)
     vectors, tokens = await engine.embed(req)
     data = [{"object": "embedding", "index": i, "embedding": encode(v, req.encoding)} for i, v in enumerate(vectors)]
     return Json({"object": "list", "data": data, "model": req.model or runtime.config.model_name,

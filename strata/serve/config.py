@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -10,9 +12,35 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from strata.errors import StrataError
+from strata.serve.adapters import check_path
+from strata.serve.errors import ApiError
 from strata.settings import Settings
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB is plenty for chat + adapter bodies
+# |LoRA scale| allowed by default: 1 is the adapter as trained, blends use fractions that sum to about 1, and
+# "strength" boosts or negations go a few times 1 either way. 8 leaves room for those and rejects typos (100,
+# 1e308) that would silently wreck every later reply on the global set.
+DEFAULT_MAX_LORA_SCALE = 8.0
+
+
+def finite_float32(value: float) -> bool:
+    """Whether `value` stays finite as a C float (llama.cpp's scales and biases): 1e308 does not."""
+    try:
+        return math.isfinite(ctypes.c_float(float(value)).value)
+    except OverflowError:
+        return False
+
+
+def check_scale(value: float, where: str, limit: float = DEFAULT_MAX_LORA_SCALE) -> float:
+    """`value` as llama.cpp will use it (a C float): ValueError naming `where` unless finite and within ±limit."""
+    if not finite_float32(value):
+        raise ValueError(f"{where} is {value!r}, which is not a finite number once stored as llama.cpp's float32 "
+                         f"scale; use a scale within [-{limit:g}, {limit:g}].")
+    if abs(value) > limit:
+        raise ValueError(f"{where} is {value!r}, outside the allowed range [-{limit:g}, {limit:g}] (1 = the adapter "
+                         "as trained, blends use fractions); use a smaller scale, or start the server with a larger "
+                         "--max-lora-scale.")
+    return value
 
 
 @dataclass
@@ -42,6 +70,18 @@ class ServeConfig:
     model_alias: str | None = None
     verbose: bool = False
     release: dict[str, Any] | None = None  # {name, version, tag, path, adapters} when serving a pulled release
+    max_lora_scale: float = DEFAULT_MAX_LORA_SCALE
+
+    def __post_init__(self) -> None:
+        """Start-up adapters obey the same scale and path rules as POST /lora-adapters."""
+        if not (math.isfinite(self.max_lora_scale) and self.max_lora_scale > 0):
+            raise StrataError(f"--max-lora-scale must be a positive number, got {self.max_lora_scale!r}.")
+        for path, scale in self.loras:
+            try:
+                check_path(path, f"start-up adapter path {path[:80]!r}")
+                check_scale(scale, f"the scale of start-up adapter {path}", self.max_lora_scale)
+            except (ApiError, ValueError) as exc:
+                raise StrataError(f"{exc} (from --lora / --lora-scaled / LORA_PATHS)") from None
 
     @property
     def model_name(self) -> str:
@@ -113,6 +153,9 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
                    help="adapter to load at start, scale 1 (an adapter dir holding adapter.gguf, or a .gguf); repeat")
     p.add_argument(*_flags("lora_scaled"), dest="loras", action=_LoraAction, nargs=2, metavar=("PATH", "SCALE"),
                    help="adapter to load at start with this scale (llama-server spelling); repeat")
+    p.add_argument(*_flags("max_lora_scale"), type=float, default=DEFAULT_MAX_LORA_SCALE, metavar="LIMIT",
+                   help=f"largest |scale| accepted for an adapter, at start and per request (default "
+                   f"{DEFAULT_MAX_LORA_SCALE:g}); bigger scales get 400")
     p.add_argument(*_flags("lora_init_without_apply"), type=_bool, nargs="?", const=True, default=False,
                    help="load the start adapters but apply none (scale 0); apply later via POST /lora-adapters")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all; default 127.0.0.1)")
@@ -187,7 +230,7 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         embeddings=ns.embeddings,
         n_gpu_layers=ns.n_gpu_layers,
         seed=ns.seed, base_model=settings.base_model, max_body_bytes=ns.max_body_bytes,
-        model_alias=ns.model_alias, verbose=ns.verbose,
+        model_alias=ns.model_alias, verbose=ns.verbose, max_lora_scale=ns.max_lora_scale,
     )
 
 

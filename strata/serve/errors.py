@@ -13,6 +13,8 @@ class ApiError(StrataError):
     """A user-facing serving failure carrying its HTTP status."""
 
     def __init__(self, status: int, message: str) -> None:
+        # a message quoting the client's own bad text (a lone surrogate) must still encode as a UTF-8 reply
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         self.status = status
         self.message = message

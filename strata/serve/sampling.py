@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -43,6 +44,8 @@ class SamplerChain:
         self._lib = llama_cpp
         self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._penalties: int | None = None
+        self._n_vocab = n_vocab
+        self._guarded = sampling.grammar is not None  # see sample()
         add = self._add
         biases = list(sampling.logit_bias) + [(t, float("-inf")) for t in eog]
         if biases:
@@ -84,9 +87,31 @@ class SamplerChain:
         for token in tokens:
             self._lib.llama_sampler_accept(penalties, token)
 
-    def sample(self, ctx: Any, index: int) -> int:
-        """Sample (and accept) a token from output `index` of the last llama_decode."""
-        return self._lib.llama_sampler_sample(self.chain, ctx, index)
+    def sample(self, ctx: Any, index: int) -> int | None:
+        """Sample (and accept) a token from output `index` of the last llama_decode. With a grammar: None when
+        it allows no token at all (a dead end, or only end-of-text while ignore_eos or a logit bias bans it).
+        llama_sampler_sample would accept a token the grammar rejects, and llama.cpp's C++ exception for that
+        aborts the whole process, so grammar chains apply and accept here, checking in between."""
+        lib = self._lib
+        if not self._guarded:
+            return lib.llama_sampler_sample(self.chain, ctx, index)
+        import numpy as np
+
+        pointer = ctypes.cast(lib.llama_get_logits_ith(ctx, index), ctypes.POINTER(ctypes.c_float))
+        cur = np.empty(self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
+        cur["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        cur["logit"] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        cur["p"] = 0.0
+        array = lib.llama_token_data_array(data=cur.ctypes.data_as(lib.llama_token_data_p), size=self._n_vocab,
+                                           selected=-1, sorted=False)
+        lib.llama_sampler_apply(self.chain, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            return None
+        picked = array.data[array.selected]
+        if not math.isfinite(picked.logit):  # the grammar (or a -inf bias) ruled every token out
+            return None
+        lib.llama_sampler_accept(self.chain, picked.id)
+        return int(picked.id)
 
     def close(self) -> None:
         if self.chain:

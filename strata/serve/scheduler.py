@@ -400,7 +400,7 @@ class Scheduler:
                 return
         index = first + count - 1
         token = slot.sampler.sample(self._model.ctx, index)
-        if self._model.is_eog(token) and not job.ignore_eos:
+        if token is None or (self._model.is_eog(token) and not job.ignore_eos):  # None: the grammar allows nothing
             self._finish(slot, "stop")
             return
         slot.generated += 1

@@ -9,6 +9,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from strata.serve.adapters import check_path, check_utf8
+from strata.serve.config import DEFAULT_MAX_LORA_SCALE, check_scale, finite_float32
 from strata.serve.errors import ApiError
 from strata.serve.fields import FIELDS, NUMBER, check_known
 from strata.serve.registry import Ref
@@ -32,9 +34,27 @@ async def read_json(request: Request, limit: int) -> Any:
             raise ApiError(413, f"request body is over the {limit}-byte limit (--max-body-bytes).")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks) or b"null", parse_constant=_reject_constant)
+        body = json.loads(b"".join(chunks) or b"null", parse_constant=_reject_constant)
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON ({exc}); send a JSON object.") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply to parse; send a flatter JSON object.") from None
+    check_text(body)
+    return body
+
+
+def check_text(body: Any) -> None:
+    """400 naming the field when any key or string in a parsed body is not valid UTF-8 (see check_utf8)."""
+    todo: list[tuple[str, Any]] = [("body", body)]
+    while todo:  # iterative: bodies may nest about as deep as the JSON parser allows
+        where, value = todo.pop()
+        if isinstance(value, dict):  # keys shown with repr() unless plain names: a bad key must not break the reply
+            named = [(f"{where}.{k}" if k.isidentifier() else f"{where}[{k!r}]", k, v) for k, v in value.items()]
+            todo += [(f"a key of {where}", k) for _, k, _ in named] + [(w, v) for w, _, v in named]
+        elif isinstance(value, list):
+            todo += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, str):
+            check_utf8(value, where[:200])
 
 
 def _reject_constant(name: str) -> float:
@@ -46,14 +66,19 @@ def _is(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
 
 
-def parse_ref(entry: Any, where: str) -> Ref:
-    """{"id": N | "path": P, "scale": S} -> Ref; scale defaults to 1 and must be finite."""
+def parse_ref(entry: Any, where: str, max_scale: float = DEFAULT_MAX_LORA_SCALE) -> Ref:
+    """{"id": N | "path": P, "scale": S} -> Ref; scale defaults to 1 and must be a finite float32 within
+    ±max_scale; a path must be usable (no NUL, UTF-8, within PATH_MAX / NAME_MAX)."""
     if not isinstance(entry, dict):
         raise ApiError(400, f"{where} must be an object like {{\"path\": \"...\", \"scale\": 1.0}} or {{\"id\": 0, "
                             "\"scale\": 1.0}}")
     scale = entry.get("scale", 1.0)
-    if not _is(scale, NUMBER) or not math.isfinite(scale):
-        raise ApiError(400, f"{where}.scale must be a finite number, got {scale!r}")
+    if not _is(scale, NUMBER):
+        raise ApiError(400, f"{where}.scale must be a number, got {scale!r:.80}")
+    try:
+        check_scale(scale, f"{where}.scale", max_scale)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
     if "id" in entry and entry["id"] is not None:
         if not _is(entry["id"], (int,)):
             raise ApiError(400, f"{where}.id must be an integer, got {entry['id']!r}")
@@ -61,10 +86,10 @@ def parse_ref(entry: Any, where: str) -> Ref:
     path = entry.get("path")
     if not isinstance(path, str) or not path.strip():
         raise ApiError(400, f"{where} needs \"path\" (a non-empty string) or \"id\" (an integer)")
-    return Ref(scale=float(scale), path=path)
+    return Ref(scale=float(scale), path=check_path(path, f"{where}.path"))
 
 
-def parse_adapter_body(body: Any) -> list[Ref]:
+def parse_adapter_body(body: Any, max_scale: float = DEFAULT_MAX_LORA_SCALE) -> list[Ref]:
     """Seed form {"adapters": [...]} or llama-server form [{"id": 0, "scale": 0.5}, ...]."""
     if isinstance(body, dict) and set(body) == {"adapters"}:
         body = body["adapters"]
@@ -73,7 +98,7 @@ def parse_adapter_body(body: Any) -> list[Ref]:
                             "[{\"id\": N, \"scale\": S}, ...]")
     if not isinstance(body, list):
         raise ApiError(400, "adapters must be a list ([] clears every adapter)")
-    return [parse_ref(entry, f"adapters[{i}]") for i, entry in enumerate(body)]
+    return [parse_ref(entry, f"adapters[{i}]", max_scale) for i, entry in enumerate(body)]
 
 
 @dataclass
@@ -220,8 +245,9 @@ def _logit_bias(value: Any) -> dict[int, float]:
             token = int(key)
         except (TypeError, ValueError):
             raise ApiError(400, f"\"logit_bias\" keys must be token ids (integers), got {key!r}") from None
-        if not _is(bias, NUMBER) or not math.isfinite(bias):
-            raise ApiError(400, f"\"logit_bias\"[{key!r}] must be a finite number, got {bias!r}")
+        if not _is(bias, NUMBER) or not finite_float32(bias):
+            raise ApiError(400, f"\"logit_bias\"[{key!r}] must be a finite number, also as llama.cpp's float32 "
+                                f"(-100 bans a token), got {bias!r:.40}")
         out[token] = float(bias)
     return out
 
@@ -244,8 +270,15 @@ def _top(value: Any, name: str) -> int | None:
     return value
 
 
-def parse_completion(body: Any, kind: str) -> CompletionRequest:
-    """Validate a completion body against the field table; `kind` is "chat" or "text"."""
+def parse_lora(body: dict[str, Any], max_scale: float) -> list[Ref] | None:
+    """A request's own adapter set (the "lora" field), or None for the global set."""
+    lora = body.get("lora")
+    return [parse_ref(e, f"lora[{i}]", max_scale) for i, e in enumerate(lora)] if lora is not None else None
+
+
+def parse_completion(body: Any, kind: str, max_scale: float = DEFAULT_MAX_LORA_SCALE) -> CompletionRequest:
+    """Validate a completion body against the field table; `kind` is "chat" or "text"; "lora" scales within
+    ±max_scale."""
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
     _check_types(body, PATHS[kind])
@@ -271,8 +304,7 @@ def parse_completion(body: Any, kind: str) -> CompletionRequest:
     options = body.get("stream_options") or {}
     if not isinstance(options.get("include_usage", False), bool) or set(options) - {"include_usage"}:
         raise ApiError(400, "\"stream_options\" must be {\"include_usage\": true|false}")
-    lora = body.get("lora")
-    refs = [parse_ref(e, f"lora[{i}]") for i, e in enumerate(lora)] if lora is not None else None
+    refs = parse_lora(body, max_scale)
     default = None if kind == "chat" else TEXT_MAX_TOKENS
     max_tokens = body["max_tokens"] if "max_tokens" in body else body.get("max_completion_tokens", default)
     return CompletionRequest(kind=kind, sampling=_sampling(body, kind, _grammar(body)), max_tokens=max_tokens,
@@ -293,7 +325,7 @@ class EmbeddingRequest:
     lora: list[Ref] | None
 
 
-def parse_embeddings(body: Any) -> EmbeddingRequest:
+def parse_embeddings(body: Any, max_scale: float = DEFAULT_MAX_LORA_SCALE) -> EmbeddingRequest:
     """Validate an embeddings body: `input` as a string, strings, token ids, or lists of token ids."""
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
@@ -316,6 +348,5 @@ def parse_embeddings(body: Any) -> EmbeddingRequest:
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise ApiError(400, f"\"encoding_format\" must be \"float\" or \"base64\", got {encoding!r}")
-    lora = body.get("lora")
-    refs = [parse_ref(e, f"lora[{i}]") for i, e in enumerate(lora)] if lora is not None else None
-    return EmbeddingRequest(texts=texts, tokens=tokens, encoding=encoding, model=body.get("model"), lora=refs)
+    return EmbeddingRequest(texts=texts, tokens=tokens, encoding=encoding, model=body.get("model"),
+                            lora=parse_lora(body, max_scale))

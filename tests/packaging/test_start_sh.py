@@ -1,4 +1,4 @@
-"""start.sh without a running server: shellcheck, the missing-model message, and bad LORA_PATHS / STRATA_BIN."""
+"""start.sh without a server: shellcheck, the missing-model message, bad LORA_PATHS (path, scale) and STRATA_BIN."""
 
 from __future__ import annotations
 
@@ -61,6 +61,17 @@ def test_missing_lora_path_is_named_before_anything_starts(run_start_sh, tmp_pat
     assert f"LORA_PATHS entry '{tmp_path}/nope:0.5'" in done.stderr
     assert f"{tmp_path}/nope does not exist" in done.stderr
     assert "starting:" not in done.stdout
+
+
+def test_lora_paths_scale_out_of_range_stops_strata_serve_with_the_range(run_start_sh, tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")  # strata serve checks the scales before it opens the model
+    adapter = tmp_path / "peft" / "topic"
+    adapter.mkdir(parents=True)
+    done = run_start_sh({"MODEL_PATH": str(model), "LORA_PATHS": f"{adapter}:1000"})
+    assert done.returncode != 0
+    assert f"--lora-scaled {adapter} 1000" in done.stdout  # start.sh passed it on ...
+    assert "[-8, 8]" in done.stderr and "--max-lora-scale" in done.stderr and "LORA_PATHS" in done.stderr  # ... refused
 
 
 def test_missing_optional_tools_are_skipped_with_a_log_line(run_start_sh, tmp_path: Path) -> None:

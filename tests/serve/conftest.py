@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -53,6 +54,52 @@ def _complete(client: httpx.Client, prompt: str = PROMPT, max_tokens: int = 12, 
                                                   **extra})
     assert reply.status_code == 200, reply.text
     return reply.json()["choices"][0]["text"]
+
+
+def _fake_lora(path: Path, arch: str, rows: int, fill: float = 0.0) -> Path:
+    """A genuine GGUF LoRA file for blk.0.attn_q of a `rows`-wide model of architecture `arch`, its lora_b filled
+    with `fill` (a wrong arch or width does not fit the tiny base; NaN makes a broken adapter that does)."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 8.0)
+    writer.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, rows), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_q.weight.lora_b", np.full((rows, 4), fill, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def fake_lora() -> Callable[..., Path]:
+    """fake_lora(path, arch, rows, fill=0.0) -> a small GGUF LoRA written at `path` (see _fake_lora)."""
+    return _fake_lora
+
+
+def _probe(client: httpx.Client) -> dict:
+    """Greedy completion with echoed log-probabilities under the global set: every one finite, the distribution
+    not flat (a 1e308 scale gave -7.6246 = -ln(vocab) for every token), and tokens out. Returns the choice."""
+    reply = client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 4, "temperature": 0, "logprobs": 2,
+                                                 "echo": True})
+    assert reply.status_code == 200, reply.text
+    choice = reply.json()["choices"][0]
+    values = [v for v in choice["logprobs"]["token_logprobs"] if v is not None]
+    assert values and all(math.isfinite(v) for v in values), choice
+    rows = [sorted(row.values()) for row in choice["logprobs"]["top_logprobs"] if row and len(row) > 1]
+    assert any(row[-1] - row[0] > 1e-3 for row in rows), f"flat log-probabilities: {choice['logprobs']}"
+    assert reply.json()["usage"]["completion_tokens"] >= 1 or choice["finish_reason"] == "stop", choice
+    return choice
+
+
+@pytest.fixture(scope="session")
+def probe() -> Callable[[httpx.Client], dict]:
+    """probe(client) -> the choice of a greedy completion checked to be sane (see _probe)."""
+    return _probe
 
 
 @pytest.fixture(scope="session")

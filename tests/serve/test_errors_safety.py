@@ -9,26 +9,8 @@ import httpx
 import pytest
 
 
-def write_fake_lora(path: Path, arch: str, rows: int) -> Path:
-    """A genuine GGUF LoRA file whose architecture or dimensions do not fit the tiny base."""
-    import numpy as np
-    from gguf import GGUFWriter
-
-    writer = GGUFWriter(str(path), arch)
-    writer.add_string("general.type", "adapter")
-    writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", 8.0)
-    writer.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, rows), dtype=np.float32))
-    writer.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((rows, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 @pytest.fixture(scope="module")
-def bad_inputs(lora_root: Path, lora_dirs, base_gguf) -> dict[str, str]:
+def bad_inputs(lora_root: Path, lora_dirs, base_gguf, fake_lora) -> dict[str, str]:
     """Bad adapters placed under the allowed root (so the check reached is the one under test)."""
     bad = lora_root / "_bad"
     bad.mkdir(exist_ok=True)
@@ -41,8 +23,8 @@ def bad_inputs(lora_root: Path, lora_dirs, base_gguf) -> dict[str, str]:
     (bad / "empty").mkdir(exist_ok=True)
     return {"peft_only": str(peft_only), "model": str(model_copy), "junk": str(bad / "junk.gguf"),
             "empty": str(bad / "empty"), "missing": str(bad / "nope"),
-            "wrong_arch": str(write_fake_lora(bad / "arch.gguf", "gpt2", 256)),
-            "wrong_dim": str(write_fake_lora(bad / "dim.gguf", "llama", 512))}
+            "wrong_arch": str(fake_lora(bad / "arch.gguf", "gpt2", 256)),
+            "wrong_dim": str(fake_lora(bad / "dim.gguf", "llama", 512))}
 
 
 def test_errors_leave_state_intact(api, lora_dirs, bad_inputs, tmp_path, complete):
