@@ -150,16 +150,24 @@ def _completion_handler(kind: str) -> Handler:
             # on SIGTERM the scheduler fails in-flight jobs at once; the grace period lets that error event out
             return EventSourceResponse(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15,
                                        headers=headers, shutdown_grace_period=SHUTDOWN_GRACE_S)
+        done, failed = None, None
         async with anyio.create_task_group() as group:
             group.start_soon(_cancel_on_disconnect, request, generation, group.cancel_scope)
-            async with aclosing(generation.events()) as events:
-                async for event in events:
-                    if isinstance(event, Token):
-                        reply.add(event)
-                    else:
-                        group.cancel_scope.cancel()
-                        return Json(reply.body(event), headers=headers)
-        raise ApiError(499, "the client went away before the reply was ready; the generation was stopped.")
+            try:  # nothing may escape the task group: it would wrap the ApiError in an ExceptionGroup (a bare 500)
+                async with aclosing(generation.events()) as events:
+                    async for event in events:
+                        if isinstance(event, Token):
+                            reply.add(event)
+                        else:
+                            done = event
+            except ApiError as exc:
+                failed = exc
+            group.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+        if done is None:
+            raise ApiError(499, "the client went away before the reply was ready; the generation was stopped.")
+        return Json(reply.body(done), headers=headers)
 
     return handle
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -365,12 +366,24 @@ class Scheduler:
             error = ApiError(500 if rc < 0 else 503, f"llama_decode failed (code {rc}); the request was dropped, the "
                                                      "server carries on. Retry, or lower --parallel/--n_ctx.")
             for slot, _, _ in plan:
-                lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
-                slot.cached = []
+                self._drop_cache(slot)
                 self._fail(slot, error)
             return
         for slot, first, count in plan:
-            self._after(slot, first, count)
+            try:
+                self._after(slot, first, count)
+            except ApiError as exc:
+                self._drop_cache(slot)
+                self._fail(slot, exc)
+            except Exception as exc:  # noqa: BLE001 - one request's failure must not stop the loop for all
+                log.exception("a generation failed")
+                self._drop_cache(slot)
+                self._fail(slot, ApiError(500, f"internal error: {exc}"))
+
+    def _drop_cache(self, slot: Slot) -> None:
+        """Forget a sequence's KV (after a failure nothing it holds may be reused)."""
+        self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
+        slot.cached, slot.key = [], ()
 
     def _learn(self, took: float, switched: bool) -> None:
         if switched:
@@ -394,6 +407,7 @@ class Scheduler:
                     if following < len(job.prompt):
                         lp, top = logprobs_at(self._model.ctx, first + j, self._model.n_vocab, job.prompt[following],
                                               job.logprobs or 0)
+                        self._check_finite(lp, job)
                         slot.prompt_lp.append((self._text(job.prompt[following]), lp, self._named(top)))
             slot.cached.extend(chunk)
             if slot.todo:
@@ -409,6 +423,7 @@ class Scheduler:
         piece = self._model.piece(token)
         if job.logprobs is not None:
             lp, best = logprobs_at(self._model.ctx, index, self._model.n_vocab, token, job.logprobs)
+            self._check_finite(lp, job)
             top = self._named(best)
         text = slot.text.feed(piece)
         reason = "stop" if slot.text.stopped else "length" if slot.generated >= job.max_tokens else None
@@ -420,6 +435,12 @@ class Scheduler:
             self._finish(slot, reason)
         else:
             slot.next_token = token
+
+    @staticmethod
+    def _check_finite(logprob: float, job: Job) -> None:
+        if not math.isfinite(logprob):
+            raise ApiError(500, f"the model gave non-finite log-probabilities under adapters {set_label(job.lora)}; "
+                                "that adapter (or its scale) breaks the model. Lower the scale or retrain it.")
 
     def _text(self, token: int) -> str:
         return self._model.piece(token).decode("utf-8", "ignore")

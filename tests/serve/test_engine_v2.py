@@ -4,6 +4,7 @@ wait for a stream, streamed == unstreamed text, prefix reuse, waiting for a slot
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -250,3 +251,18 @@ def test_sigterm_during_a_long_generation_ends_the_stream_and_exits_in_seconds(b
     # uvicorn re-raises the signal after its shutdown, as process supervisors expect
     assert proc.returncode in (0, -signal.SIGTERM), output[-2000:]
     assert "Application shutdown complete" in output and "Traceback" not in output, output[-2000:]
+
+
+def test_a_scale_that_breaks_the_model_fails_its_request_and_poisons_no_slot(config_for, lora_dirs, complete):
+    body = {"prompt": PROMPT, "max_tokens": 4, "temperature": 0, "logprobs": 1, "cache_prompt": False}
+    with serve_in_thread(config_for(max_lora_scale=1e30, parallel=2)) as url, httpx.Client(base_url=url,
+                                                                                          timeout=120) as client:
+        base = complete(client)
+        broken = client.post("/v1/completions", json={**body, "lora": [{"path": str(lora_dirs["alpha"]),
+                                                                        "scale": 1e30}]})
+        assert broken.status_code == 500 and "non-finite" in broken.json()["error"]["message"], broken.text
+        for _ in range(3):  # every slot again, the broken one included
+            reply = client.post("/v1/completions", json=body)
+            assert reply.status_code == 200, reply.text
+            assert all(math.isfinite(v) for v in reply.json()["choices"][0]["logprobs"]["token_logprobs"])
+        assert complete(client) == base
