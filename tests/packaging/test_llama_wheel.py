@@ -22,7 +22,8 @@ for arg in "$@"; do
 done
 case "$3" in
   download) touch "$out/llama_cpp_python-${VERSION}.tar.gz" ;;
-  wheel) echo "CMAKE_ARGS=$CMAKE_ARGS" >> "$PIP_LOG"; touch "$out/llama_cpp_python-${VERSION}-py3-none-linux_x86_64.whl" ;;
+  wheel) echo "CMAKE_ARGS=$CMAKE_ARGS" >> "$PIP_LOG"
+         touch "$out/llama_cpp_python-${VERSION}-py3-none-linux_x86_64.whl" ;;
   *) exit 91 ;;
 esac
 """
