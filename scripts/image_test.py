@@ -305,6 +305,7 @@ def base_image(engine: Docker | Buildah, work: Path, rebuild: bool) -> str:
     if not shutil.which("debootstrap") or os.geteuid() != 0:
         raise ImageTestError(f"{PYTHON_IMAGE} cannot be pulled, and making {BASE_TAG} needs root and debootstrap")
     log(f"{PYTHON_IMAGE} cannot be pulled; making {BASE_TAG} with debootstrap (bookworm + Python 3.11)")
+    engine.remove_image(BASE_TAG)  # --rebuild-base: no untagged copy left behind
     rootfs = work / "rootfs"
     started = time.monotonic()
     try:
