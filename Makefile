@@ -10,7 +10,7 @@ export CMAKE_ARGS
 STAMP := $(VENV)/.strata-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test fuzz demo bench clean-venv
+.PHONY: install test fuzz demo bench image-test clean-venv
 
 install: $(STAMP)
 
@@ -36,6 +36,14 @@ demo: install
 bench: install
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench/run.py
+
+# Not part of `make test`: builds Dockerfile.cpu for real (docker, else buildah on a debootstrap bookworm base) and
+# runs /start.sh against kit-made models. IMAGES=build builds Dockerfile.cuda's stages with the CPU torch wheel and
+# runs train_all in it; IMAGES=all does both, serving what the build image made. IMAGE_TEST_ARGS: see --help.
+IMAGES ?= cpu
+IMAGE_TEST_ARGS ?=
+image-test: install
+	$(PY) scripts/image_test.py $(IMAGES) $(IMAGE_TEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

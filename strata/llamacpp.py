@@ -59,7 +59,7 @@ def _sdist(version: str) -> Path:
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(folder),
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python", "-d", str(folder),
            f"llama-cpp-python=={version}"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not target.is_file():
@@ -78,11 +78,13 @@ def _extract(sdist: Path, dest: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".extract-"))
     try:
         with tarfile.open(sdist) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix)
+            members = [m for m in tar.getmembers() if m.name.startswith(prefix) and ".." not in m.name.split("/")
                        and m.name[len(prefix):].split("/")[0] in PARTS and (m.isfile() or m.isdir())]
             for member in members:
                 member.name = member.name[len(prefix):]
-            tar.extractall(tmp, members=members, filter="data")
+            # filter="data" needs Python 3.11.4+; Debian bookworm's python3.11 (3.11.2) lacks it: the members
+            # kept above are plain files and folders under PARTS either way.
+            tar.extractall(tmp, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         missing = [p for p in PARTS if not (tmp / p).exists()]
         if missing:
             raise StrataError(f"{sdist} lacks {missing}; this llama-cpp-python version ships other converters.")
