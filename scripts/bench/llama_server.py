@@ -44,7 +44,7 @@ def sdist_path(version: str) -> Path:
     target = folder / f"llama_cpp_python-{version}.tar.gz"
     if not target.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
                         "-d", str(folder), f"llama-cpp-python=={version}"], check=True, capture_output=True)
     return target
 
