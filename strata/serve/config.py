@@ -69,6 +69,7 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     model_alias: str | None = None
     verbose: bool = False
+    access_log: bool = False  # uvicorn's line per request: about 0.3 ms of the event loop each (measured)
     release: dict[str, Any] | None = None  # {name, version, tag, path, adapters} when serving a pulled release
     max_lora_scale: float = DEFAULT_MAX_LORA_SCALE
 
@@ -200,6 +201,10 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
     p.add_argument(*_flags("model_alias"), default=None, help="name of the base in /v1/models (default: file stem)")
     p.add_argument(*_flags("verbose"), type=_bool, nargs="?", const=True, default=False,
                    help="print llama.cpp's own logs")
+    p.add_argument(*_flags("access_log"), type=_bool, nargs="?", const=True, default=False,
+                   help="log one line per HTTP request (True/False, default False: writing it cost about 0.3 ms "
+                   "per request here, a third of an idle adapter switch; /metrics counts requests per route and "
+                   "status either way)")
     return p
 
 
@@ -231,6 +236,7 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         n_gpu_layers=ns.n_gpu_layers,
         seed=ns.seed, base_model=settings.base_model, max_body_bytes=ns.max_body_bytes,
         model_alias=ns.model_alias, verbose=ns.verbose, max_lora_scale=ns.max_lora_scale,
+        access_log=ns.access_log,
     )
 
 

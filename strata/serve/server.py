@@ -33,7 +33,7 @@ def run(config: ServeConfig) -> None:
     """Serve until interrupted; fails fast (StrataError) when the model file is missing."""
     config.check_model()
     app = create_app(config)
-    Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
+    Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="info", access_log=config.access_log,
                           timeout_graceful_shutdown=5)).run()
 
 

@@ -34,6 +34,8 @@ def test_llama_server_spellings_and_repeats(tmp_path):
     assert (config.n_ctx, config.adapter_roots, config.api_key) == (512, ["/x", "/y"], "k")
     assert config.parallel == 4  # slots by default
     assert parse_argv(["-np", "2"]).parallel == parse_argv(["--parallel", "2"]).parallel == 2
+    assert config.access_log is False and parse_argv(["--access-log"]).access_log is True
+    assert parse_argv(["--access_log", "false"]).access_log is False
 
 
 def test_env_defaults(tmp_path):
