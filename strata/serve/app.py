@@ -23,10 +23,10 @@ from strata.serve.config import ServeConfig
 from strata.serve.embeddings import encode
 from strata.serve.engine import Engine, Generation
 from strata.serve.errors import ApiError
+from strata.serve.jobs import Token
 from strata.serve.metrics import Metrics
 from strata.serve.registry import set_label
 from strata.serve.responses import Reply
-from strata.serve.scheduler import Token
 from strata.serve.schemas import parse_adapter_body, parse_completion, parse_embeddings, read_json
 
 log = logging.getLogger("strata.serve")

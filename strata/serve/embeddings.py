@@ -12,9 +12,10 @@ from typing import Any
 
 from strata.serve.config import ServeConfig
 from strata.serve.errors import ApiError
+from strata.serve.jobs import SideWork
 from strata.serve.model import LoadedModel, quiet_llama
 from strata.serve.registry import LoraSet
-from strata.serve.scheduler import Scheduler, SideWork
+from strata.serve.scheduler import Scheduler
 
 MAX_INPUTS = 256
 

@@ -16,11 +16,12 @@ from strata.serve import adapters as ad
 from strata.serve.config import ServeConfig
 from strata.serve.embeddings import Embedder
 from strata.serve.errors import ApiError
+from strata.serve.jobs import Done, Failed, Job
 from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel
 from strata.serve.registry import LoraSet, Ref, Registry
 from strata.serve.sampling import check_grammar
-from strata.serve.scheduler import Done, Failed, Job, Scheduler
+from strata.serve.scheduler import Scheduler
 from strata.serve.schemas import CompletionRequest, EmbeddingRequest
 from strata.serve.text import ChatTemplate
 

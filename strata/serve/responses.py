@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from strata.serve.scheduler import Done, Token
+from strata.serve.jobs import Done, Token
 
 
 def usage(done: Done) -> dict[str, Any]:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from strata.serve.errors import ApiError
+from strata.serve.jobs import Done, Failed, Job, SideWork, Token, TopList
 from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel
 from strata.serve.registry import LoraSet, set_key, set_label
-from strata.serve.sampling import DEFAULT_SEED, SamplerChain, Sampling, logprobs_at
+from strata.serve.sampling import DEFAULT_SEED, SamplerChain, logprobs_at
 from strata.serve.text import TextStream
 
 log = logging.getLogger("strata.serve")
@@ -24,62 +25,6 @@ log = logging.getLogger("strata.serve")
 # busy, a set keeps the context for at least SWITCH_FACTOR x the measured cost of a switch, so switching costs at
 # most ~1/(1+SWITCH_FACTOR) of the time, and sets take turns round-robin.
 SWITCH_FACTOR = 16.0
-TopList = list[tuple[str, float]]
-
-
-@dataclass
-class Job:
-    """One generation request as the decode loop sees it. `sink` receives Token, Done or Failed events on the
-    decode thread; `cancelled` is set by the HTTP side when the client goes away."""
-
-    prompt: list[int]
-    sampling: Sampling
-    lora: LoraSet
-    max_tokens: int
-    stops: list[str]
-    sink: Callable[[Any], None]
-    logprobs: int | None = None  # alternatives to report per generated token (None: no logprobs at all)
-    prompt_logprobs: bool = False  # echo: also the log-probability of every prompt token
-    ignore_eos: bool = False
-    reuse_prefix: bool = True  # cache_prompt: start from a slot's cached tokens when they match
-    cancelled: bool = False
-    submitted: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class Token:
-    """One generated token: the text it made certain (may be empty) and, when asked, its logprobs."""
-
-    text: str
-    id: int
-    logprob: float | None = None
-    top: TopList | None = None
-    piece: str = ""  # the token's own text (only with logprobs)
-
-
-@dataclass(frozen=True)
-class Done:
-    """The end of a generation and its usage."""
-
-    reason: str  # "stop" or "length"
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    prompt_logprobs: list[tuple[str, float | None, TopList | None]] | None = None  # per prompt token, BOS left out
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: ApiError
-
-
-@dataclass
-class SideWork:
-    """Compute that is not a generation (one embedding input): run on the decode thread between two decode steps,
-    one item per step, so it neither runs beside the decode (no CPU oversubscription) nor stalls it for long."""
-
-    run: Callable[[], None]
-    fail: Callable[[ApiError], None]
 
 
 @dataclass
