@@ -154,7 +154,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         job = Job(prompt=prompt, sampling=replace(req.sampling, logit_bias=tuple(bias)), lora=lora,
-                  max_tokens=max_tokens, stops=stops, sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event),
+                  max_tokens=max_tokens, stops=stops, sink=queue.put_nowait, loop=loop,
                   logprobs=req.logprobs, prompt_logprobs=req.echo and req.logprobs is not None,
                   ignore_eos=req.ignore_eos, reuse_prefix=req.cache_prompt)
         try:

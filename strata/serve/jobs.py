@@ -15,8 +15,9 @@ TopList = list[tuple[str, float]]
 
 @dataclass
 class Job:
-    """One generation request as the decode loop sees it. `sink` receives Token, Done or Failed events on the
-    decode thread; `cancelled` is set by the HTTP side when the client goes away."""
+    """One generation request as the decode loop sees it. `sink` receives Token, Done or Failed events, called on
+    `loop` (the decode loop hands over each step's events in one wake-up) or, without a loop, on the decode thread;
+    `cancelled` is set by the HTTP side when the client goes away."""
 
     prompt: list[int]
     sampling: Sampling
@@ -26,6 +27,7 @@ class Job:
     sink: Callable[[Any], None]
     logprobs: int | None = None  # alternatives to report per generated token (None: no logprobs at all)
     prompt_logprobs: bool = False  # echo: also the log-probability of every prompt token
+    loop: Any = None  # an asyncio event loop
     ignore_eos: bool = False
     reuse_prefix: bool = True  # cache_prompt: start from a slot's cached tokens when they match
     cancelled: bool = False

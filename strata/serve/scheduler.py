@@ -45,6 +45,11 @@ class Slot:
     prompt_lp: list = field(default_factory=list)
 
 
+def deliver(items: list[tuple[Job, Any]]) -> None:
+    for job, event in items:
+        job.sink(event)
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -79,6 +84,7 @@ class Scheduler:
         self._slice_started = 0.0
         self._switch_cost = 0.0  # EMA of the extra seconds the first decode after a set change takes
         self._plain_decode = 0.0  # EMA of a decode without a change
+        self._outbox: list[tuple[Job, Any]] = []  # events of this step, handed over by _flush
         self._batch = llama_cpp.llama_batch_init(model.n_batch, 0, 1)
         self._eog = [t for t in range(model.n_vocab) if model.is_eog(t)]
         self._thread = threading.Thread(target=self._run, name="strata-decode", daemon=True)
@@ -162,8 +168,10 @@ class Scheduler:
                 group = self._pick()
                 if group:
                     self._step(group)
+                self._flush()  # before any side work, so tokens never wait behind an embedding
                 if work is not None:
                     self._run_side(work)
+                self._flush()
         except Exception:  # noqa: BLE001 - a bug here must not leave clients hanging
             log.exception("the decode loop failed")
         finally:
@@ -418,10 +426,24 @@ class Scheduler:
         self._metrics.busy_slots.set(self.busy())
 
     def _emit(self, job: Job, event: Any) -> None:
-        try:
-            job.sink(event)
-        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
-            job.cancelled = True
+        self._outbox.append((job, event))
+
+    def _flush(self) -> None:
+        """Hand this step's events over: one call_soon_threadsafe per event loop, not one per token, so with several
+        streams the loop wakes once per step instead of contending for the GIL all through the step's work."""
+        out, self._outbox = self._outbox, []
+        by_loop: dict[Any, list[tuple[Job, Any]]] = {}
+        for job, event in out:
+            by_loop.setdefault(job.loop, []).append((job, event))
+        for loop, items in by_loop.items():
+            if loop is None:
+                deliver(items)
+                continue
+            try:
+                loop.call_soon_threadsafe(deliver, items)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
+                for job, _ in items:
+                    job.cancelled = True
 
     def _shutdown(self) -> None:
         error = ApiError(503, "the server is shutting down; this generation was stopped. Retry after the restart.")
@@ -440,3 +462,4 @@ class Scheduler:
             work.fail(error)
         for fn in calls:
             fn()
+        self._flush()
