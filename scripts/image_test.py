@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+
+from strata.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
@@ -405,12 +406,6 @@ def kit_workspace(workspace: Path, logfile: Path) -> None:
     for step in steps:
         log(f"kit: strata {' '.join(step[:2])}")
         run([*strata, *step], logfile)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(url: str) -> bool:

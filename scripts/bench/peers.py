@@ -3,7 +3,6 @@ and threads, waited on until ready, and stopped."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from strata.ports import free_port
 
 STRATA = "strata serve"
 LLAMA_SERVER = "llama-server"
@@ -49,12 +49,6 @@ class Running:
                 self.proc.kill()
                 self.proc.wait()
         return time.perf_counter() - started
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def peer_specs(model: Path, loras: dict[str, Path], startup: tuple[str, ...], threads: int, n_ctx: int,

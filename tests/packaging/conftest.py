@@ -14,15 +14,11 @@ from typing import Callable, Iterator
 
 import pytest
 
+from strata.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 READY = "strata serve is ready"
 HIDDEN_TOOLS = ("sshd", "ttyd")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_is_free(port: int) -> bool:

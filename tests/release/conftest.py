@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from strata.cli import main
+from strata.ports import free_port
 from strata.settings import Settings
 
 PART = 5 << 20  # S3's minimum part size, used by the S3 tests
 # peft/<name>: (kit LoRA, level, topic)
 LAYERS = {"level1": ("alpha", 1, None), "ASC_Leases": ("beta", 2, "ASC_Leases")}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

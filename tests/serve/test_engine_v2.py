@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from strata.ports import free_port
 from strata.serve.server import serve_in_thread
 
 PROMPT = "Revenue is recognized when"  # the conftest's fresh_reply prompt
@@ -221,9 +222,7 @@ def test_disconnect_frees_the_slot_within_a_step(api):
 
 
 def test_sigterm_during_a_long_generation_ends_the_stream_and_exits_in_seconds(base_gguf, tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "strata.serve", "--model", str(base_gguf), "--port", str(port),
                              "--n_ctx", "8192", "--parallel", "1", "--n_threads", "2", "--workspace",
