@@ -74,7 +74,7 @@ def list_(settings: Settings, store: str | None, as_json: bool) -> None:
         for version in tags.versions(target, name):
             manifest, _ = tags.load(target, name, version)
             rows.append({"name": name, "version": version, "created": manifest.created, "bytes": manifest.total_bytes,
-                         "qa": _verdict(manifest), "tags": sorted(t for t, r in tagged.items() if r["version"] == version),
+                         "qa": manifest.verdict, "tags": sorted(t for t, r in tagged.items() if r["version"] == version),
                          "pulled": is_pulled(settings, name, version)})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -114,7 +114,7 @@ def show(settings: Settings, ref: str, store: str | None, as_json: bool) -> None
     for adapter in manifest.adapters:
         click.echo(f"  adapter {adapter['name']}: level {adapter.get('level')}, topic {adapter.get('topic') or '-'}, "
                    f"expects base {adapter.get('base_fingerprint') or 'unknown'}")
-    click.echo(f"QA: {_verdict(manifest)}" + (f" (run {manifest.qa['run']})" if manifest.qa else ""))
+    click.echo(f"QA: {manifest.verdict}" + (f" (run {manifest.qa['run']})" if manifest.qa else ""))
     for gate in (manifest.qa or {}).get("gates", []):
         click.echo(f"  {'pass' if gate['passed'] else 'FAIL'}  {gate['message']}")
     local = releases_dir(settings) / name / version
@@ -150,20 +150,15 @@ def pull(settings: Settings, ref: str, store: str | None, verify: bool, quiet: b
 def promote(settings: Settings, ref: str, tag: str, force: bool, store: str | None) -> None:
     """Point TAG at NAME@VERSION. Refused when the release carries no QA results or a failed gate (unless --force)."""
     from strata.release import tags
+    from strata.release.pull import is_pulled
     from strata.release.stores import open_store
 
     record, problems = tags.promote(open_store(store), ref, tag, force=force)
     for problem in problems:
         click.echo(f"warning (--force): {problem}", err=True)
-    from strata.release.pull import is_pulled
 
     name = ref.partition("@")[0]
     moved = f" (was {record['previous']})" if record["previous"] else ""
     click.echo(f"{name}@{tag} -> {record['version']}{moved}; serving pods get it on start: "
                f"RELEASE={name}@{tag} (pulled here: {'yes' if is_pulled(settings, name, record['version']) else 'no'})")
 
-
-def _verdict(manifest: Any) -> str:
-    if manifest.qa is None:
-        return "none"
-    return "passed" if not manifest.failed_gates() else "FAILED"

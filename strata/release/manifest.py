@@ -104,9 +104,6 @@ class Manifest:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
-    def content(self) -> set[tuple[str, str, int, str]]:
-        return {(f.path, f.role, f.size, f.sha256) for f in self.files}
-
     def differences(self, other: "Manifest") -> list[str]:
         """Paths whose bytes (or presence) differ between two manifests: empty means the same release."""
         mine, theirs = {f.path: f for f in self.files}, {f.path: f for f in other.files}
@@ -117,3 +114,10 @@ class Manifest:
 
     def failed_gates(self) -> list[dict[str, Any]]:
         return [g for g in (self.qa or {}).get("gates", []) if not g.get("passed")]
+
+    @property
+    def verdict(self) -> str:
+        """The QA verdict the release carries: none, passed or FAILED (any failed gate)."""
+        if self.qa is None:
+            return "none"
+        return "FAILED" if self.failed_gates() else "passed"

@@ -85,7 +85,7 @@ def publish(settings: Settings, store: Store, *, name: str | None = None, versio
                           "ignores conditional writes (If-None-Match), so concurrent publishes are unsafe there.")
     tags.set_tag(store, name, tags.LATEST, version)
     echo(f"published {name}@{version} to {store.url}: {len(files)} files, {manifest.total_bytes / 1e6:.1f} MB "
-         f"({len(adapter_meta)} adapters, QA {'none' if qa is None else 'passed' if qa['passed'] else 'FAILED'}); "
+         f"({len(adapter_meta)} adapters, QA {manifest.verdict}); "
          f"{tags.LATEST} -> {version}")
     return manifest, True
 
@@ -137,15 +137,11 @@ def _json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def adapter_dirs(peft: Path) -> list[Path]:
-    """Every dir under peft/ holding adapter.gguf (merged/, checkpoints/ and hidden dirs skipped), sorted."""
-    from strata.qa.plan import discover_layers
-
-    return discover_layers(peft)
-
-
 def _adapter_sources(peft: Path, with_peft: bool, only: Sequence[str]) -> tuple[list[Source], list[dict[str, Any]]]:
-    dirs = adapter_dirs(peft)
+    from strata.build.layers import read_summary
+    from strata.qa.plan import discover_layers  # every dir holding adapter.gguf; merged/, checkpoints/ skipped
+
+    dirs = discover_layers(peft)
     by_name = {d.relative_to(peft).as_posix(): d for d in dirs}
     unknown = sorted(set(only) - by_name.keys())
     if unknown:
@@ -159,7 +155,7 @@ def _adapter_sources(peft: Path, with_peft: bool, only: Sequence[str]) -> tuple[
         for file in _adapter_files(folder, with_peft):
             inner = file.relative_to(folder).as_posix()
             sources.append(Source(f"peft/{rel}/{inner}", ADAPTER_FILES.get(inner, "peft"), file))
-        summary = _json(folder / "training_summary.json") or {}
+        summary = read_summary(folder) or {}
         meta.append({"name": rel, "path": f"peft/{rel}", "level": summary.get("level"), "topic": summary.get("topic"),
                      "peft": summary.get("peft"), "base_fingerprint": summary.get("base_fingerprint"),
                      "levels_below": [d.get("name") for d in summary.get("levels_below") or [] if isinstance(d, dict)]})

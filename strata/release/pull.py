@@ -33,7 +33,6 @@ class Pulled:
     tag: str | None
     root: Path
     manifest: Manifest
-    fetched: bool = False
 
     @property
     def model(self) -> Path:
@@ -82,7 +81,6 @@ def pull(settings: Settings, store: Store, ref: str, *, verify: bool = False, pr
     with _locked(dest.parent / f".{version}.lock"):
         if _present(dest, data, manifest, verify):
             echo(f"{name}@{version} is already in {dest}, verified; nothing to pull")
-            fetched = False
         else:
             staging = _staging(dest, data)
             _download(store, manifest, staging, dest, progress)
@@ -91,10 +89,9 @@ def pull(settings: Settings, store: Store, ref: str, *, verify: bool = False, pr
             _swap(staging, dest)
             echo(f"pulled {name}@{version} into {dest}: {len(manifest.files)} files, "
                  f"{manifest.total_bytes / 1e6:.1f} MB, every sha256 verified")
-            fetched = True
     if tag:
         atomic_write_text(dest.parent / TAGS / tag, version + "\n")
-    return Pulled(name, version, tag, dest, manifest, fetched)
+    return Pulled(name, version, tag, dest, manifest)
 
 
 def _safe_path(path: str, ref: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from strata.errors import StrataError
-from strata.files import atomic_write_text, staged_file
+from strata.files import staged_file
 
 Advance = Callable[[int], None]
 CHUNK = 1 << 20
@@ -112,7 +112,8 @@ class LocalStore:
                 advance(len(block))
 
     def write(self, key: str, data: bytes) -> None:
-        atomic_write_text(self._path(key), data.decode("utf-8"))
+        with staged_file(self._path(key)) as out:
+            out.write(data)
 
     def create(self, key: str, data: bytes) -> bool:
         try:
