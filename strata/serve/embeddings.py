@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
-import math
 from typing import Any
+
+import numpy as np
 
 from strata.serve.config import ServeConfig
 from strata.serve.errors import ApiError
 from strata.serve.jobs import SideWork
-from strata.serve.model import LoadedModel, quiet_llama
+from strata.serve.model import LoadedModel, quiet_llama, set_adapters
 from strata.serve.registry import LoraSet
 from strata.serve.scheduler import Scheduler
 
@@ -67,16 +67,11 @@ class Embedder:
             self._batch = self._lib.llama_batch_init(self.n_ctx, 0, 1)
         return self._context
 
-    def _set_adapters(self, ctx: Any, lora: LoraSet) -> None:
-        n = len(lora)
-        handles = (self._lib.llama_adapter_lora_p_ctypes * n)(*[a.handle for a, _ in lora])
-        scales = (ctypes.c_float * n)(*[s for _, s in lora])
-        self._lib.llama_set_adapters_lora(ctx, handles if n else None, n, scales if n else None)
-
     def _vector(self, tokens: list[int], lora: LoraSet) -> list[float]:
         """One L2-normalised pooled vector (decode thread only)."""
         lib, ctx = self._lib, self._ensure_context().ctx
-        self._set_adapters(ctx, lora)
+        if not set_adapters(ctx, lora):
+            raise ApiError(422, "llama.cpp refused this adapter set")
         try:
             batch = self._batch
             for j, token in enumerate(tokens):
@@ -91,12 +86,12 @@ class Embedder:
             pointer = lib.llama_get_embeddings_seq(ctx, 0)
             if not pointer:
                 raise ApiError(500, "llama.cpp returned no pooled embedding for this model.")
-            vector = [float(pointer[k]) for k in range(self.n_embd)]
+            vector = np.ctypeslib.as_array(pointer, shape=(self.n_embd,)).astype(np.float64)
         finally:
             if lora:
-                self._set_adapters(ctx, ())  # never keep a pointer to an adapter that may be freed later
-        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-        return [v / norm for v in vector]
+                set_adapters(ctx, ())  # never keep a pointer to an adapter that may be freed later
+        norm = float(np.linalg.norm(vector)) or 1.0
+        return (vector / norm).tolist()
 
     def check(self, inputs: list[list[int]]) -> None:
         if not inputs:
@@ -145,7 +140,5 @@ class Embedder:
 def encode(vector: list[float], encoding: str) -> list[float] | str:
     """OpenAI's encodings: a float list, or base64 of little-endian float32."""
     if encoding == "base64":
-        import numpy as np
-
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
     return vector

@@ -106,7 +106,7 @@ class Engine:
     def listing(self) -> list[dict[str, Any]]:
         return self.registry.listing()
 
-    async def _lora_for(self, req: CompletionRequest) -> LoraSet:
+    async def _lora_for(self, req: CompletionRequest | EmbeddingRequest) -> LoraSet:
         refs = req.lora if req.lora is not None else self.registry.refs_for_model(req.model)
         return self.registry.acquire(None if refs is None else await self._resolve(refs))
 
@@ -176,8 +176,7 @@ class Engine:
         else:
             inputs = await run_in_threadpool(lambda: [self.model.tokenize(t, add_bos=True) for t in req.texts])
         self.embedder.check(inputs)
-        refs = req.lora if req.lora is not None else self.registry.refs_for_model(req.model)
-        lora = self.registry.acquire(None if refs is None else await self._resolve(refs))
+        lora = await self._lora_for(req)
         try:
             return await self.embedder.embed(inputs, lora), sum(len(t) for t in inputs)
         finally:

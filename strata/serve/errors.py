@@ -5,8 +5,8 @@ from __future__ import annotations
 from strata.errors import StrataError
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-         405: "invalid_request_error", 409: "conflict_error", 413: "request_too_large", 422: "unprocessable_entity", 499: "client_closed_request",
-         500: "server_error", 503: "unavailable_error"}
+         405: "invalid_request_error", 409: "conflict_error", 413: "request_too_large", 422: "unprocessable_entity",
+         499: "client_closed_request", 500: "server_error", 503: "unavailable_error"}
 
 
 class ApiError(StrataError):

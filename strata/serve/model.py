@@ -26,6 +26,18 @@ def quiet_llama(verbose: bool) -> Iterator[None]:
         logger.setLevel(before)
 
 
+def set_adapters(ctx: Any, lora: Any) -> bool:
+    """Put an adapter set ((adapter, scale) pairs; empty: none) on a llama.cpp context; False if llama.cpp refused."""
+    import llama_cpp
+
+    n = len(lora)
+    if not n:
+        return llama_cpp.llama_set_adapters_lora(ctx, None, 0, None) == 0
+    handles = (llama_cpp.llama_adapter_lora_p_ctypes * n)(*[a.handle for a, _ in lora])
+    scales = (ctypes.c_float * n)(*[s for _, s in lora])
+    return llama_cpp.llama_set_adapters_lora(ctx, handles, n, scales) == 0
+
+
 @dataclass
 class LoadedModel:
     """llama.cpp handles and what the scheduler needs to know about them. Close it once, from one thread."""

@@ -46,6 +46,12 @@ class SamplerChain:
         self._penalties: int | None = None
         self._n_vocab = n_vocab
         self._guarded = sampling.grammar is not None  # see sample()
+        self._ids = self._cur = None
+        if self._guarded:  # sample()'s llama_token_data buffer, made once per request, not per token
+            import numpy as np
+
+            self._ids = np.arange(n_vocab, dtype=np.int32)
+            self._cur = np.empty(n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
         add = self._add
         biases = list(sampling.logit_bias) + [(t, float("-inf")) for t in eog]
         if biases:
@@ -98,8 +104,8 @@ class SamplerChain:
         import numpy as np
 
         pointer = ctypes.cast(lib.llama_get_logits_ith(ctx, index), ctypes.POINTER(ctypes.c_float))
-        cur = np.empty(self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
-        cur["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        cur = self._cur  # llama_token_data; apply() may have reordered it last time, so every field is refilled
+        cur["id"] = self._ids
         cur["logit"] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
         cur["p"] = 0.0
         array = lib.llama_token_data_array(data=cur.ctypes.data_as(lib.llama_token_data_p), size=self._n_vocab,

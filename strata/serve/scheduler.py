@@ -3,19 +3,19 @@ sequence, prefix reuse per slot, cancellation and shutdown. Only the loop's own 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import threading
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from strata.serve.errors import ApiError
 from strata.serve.jobs import Done, Failed, Job, SideWork, Token, TopList
 from strata.serve.metrics import Metrics
-from strata.serve.model import LoadedModel
+from strata.serve.model import LoadedModel, set_adapters
 from strata.serve.registry import LoraSet, set_key, set_label
 from strata.serve.sampling import DEFAULT_SEED, SamplerChain, logprobs_at
 from strata.serve.text import TextStream
@@ -171,7 +171,7 @@ class Scheduler:
                 self._flush()  # before any side work, so tokens never wait behind an embedding
                 if work is not None:
                     self._run_side(work)
-                self._flush()
+                    self._flush()
         except Exception:  # noqa: BLE001 - a bug here must not leave clients hanging
             log.exception("the decode loop failed")
         finally:
@@ -261,10 +261,7 @@ class Scheduler:
         key = set_key(lora)
         if key == self._applied:
             return False
-        n = len(lora)
-        handles = (self._lib.llama_adapter_lora_p_ctypes * n)(*[a.handle for a, _ in lora])
-        scales = (ctypes.c_float * n)(*[s for _, s in lora])
-        if self._lib.llama_set_adapters_lora(self._model.ctx, handles, n, scales) != 0:
+        if not set_adapters(self._model.ctx, lora):
             raise ApiError(422, "llama.cpp refused this adapter set")
         self._applied, self._applied_handles = key, [a.handle for a, _ in lora]
         self._metrics.adapter_swaps.inc()
@@ -305,10 +302,8 @@ class Scheduler:
             return
         batch.n_tokens = n
         started = time.perf_counter()
-        if switched:  # this decode re-reserves the graph, which reads the model's adapter list
-            with self._model.adapters_lock:
-                rc = lib.llama_decode(self._model.ctx, batch)
-        else:
+        # after a switch this decode re-reserves the graph, which reads the model's adapter list
+        with self._model.adapters_lock if switched else nullcontext():
             rc = lib.llama_decode(self._model.ctx, batch)
         took = time.perf_counter() - started
         if all(count == 1 and slot.next_token is not None for slot, _, count in plan):

@@ -153,7 +153,11 @@ def test_second_chat_turn_reuses_the_cached_prefix_and_matches_a_cold_run(config
         first = client.post("/v1/chat/completions", json={**body, "messages": turn}).json()
         history = turn + [first["choices"][0]["message"], {"role": "user", "content": "And goodwill?"}]
         second = client.post("/v1/chat/completions", json={**body, "messages": history}).json()
+        opted_out = client.post("/v1/chat/completions", json={**body, "messages": history,
+                                                               "cache_prompt": False}).json()
         metrics = client.get("/metrics").text
+    assert opted_out["usage"]["prompt_tokens_details"]["cached_tokens"] == 0  # cache_prompt: false reads it all
+    assert opted_out["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
     cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert cached >= first["usage"]["prompt_tokens"] - 1  # the whole first turn came from the slot's KV
     assert "strata_cached_prompt_tokens_total" in metrics
