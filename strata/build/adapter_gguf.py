@@ -11,12 +11,13 @@ FINGERPRINT_KEY = "strata.base_fingerprint"
 DORA_MESSAGE = "DoRA adapters cannot be converted to GGUF LoRA; merge them with `strata build merge` instead"
 
 
-def export_adapter_gguf(adapter_dir: Path, base_dir: Path, out: Path, base_fingerprint: str) -> Path:
+def export_adapter_gguf(adapter_dir: Path, base_dir: Path, out: Path, base_fingerprint: str,
+                        log: Path | None = None) -> Path:
     """Convert with llama.cpp's convert_lora_to_gguf.py (it reads only the base's config and tokenizer, which a
-    base with lower levels merged shares), then rewrite the file with `strata.base_fingerprint` added."""
+    base with lower levels merged shares), then rewrite the file with `strata.base_fingerprint` added. llama.cpp's
+    output goes to `log` (default: beside `out`)."""
     raw = out.with_name(out.name + ".raw.tmp")
-    # a failure's log must outlive a hidden staging dir (removed on failure): keep it beside that dir
-    log = out.parent.parent / f"{out.name}.log" if out.parent.name.startswith(".") else out.with_name(out.name + ".log")
+    log = log or out.with_name(out.name + ".log")
     try:
         convert_lora(adapter_dir, base_dir, raw, log=log)
         stamp_metadata(raw, out, {FINGERPRINT_KEY: base_fingerprint})

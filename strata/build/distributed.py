@@ -15,10 +15,18 @@ def local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
 
 
-def state(device: str = "cpu") -> Any:
-    """accelerate's PartialState (one per process), set up as the Trainer will want it: gloo on CPU."""
+def rank() -> int:
+    """This process's global rank (0 outside a launcher), from the launcher's environment: no process group needed."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def state(device: str | None = None) -> Any:
+    """accelerate's PartialState (one per process), set up as the Trainer will want it: gloo on CPU. The first call
+    (train_level's, with its device) sets it up; later calls without a device get that same state."""
     from accelerate import PartialState
 
+    if device is None:
+        return PartialState()
     kwargs: dict[str, Any] = {"cpu": device == "cpu"}
     if launched() and device == "cpu":
         kwargs["backend"] = "gloo"
@@ -27,10 +35,6 @@ def state(device: str = "cpu") -> Any:
 
 def is_main() -> bool:
     return not launched() or state().is_main_process
-
-
-def world_size() -> int:
-    return state().num_processes if launched() else 1
 
 
 def barrier() -> None:

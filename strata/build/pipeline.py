@@ -85,14 +85,19 @@ def input_hashes(settings: Settings, options: Options, keys: tuple[str, ...]) ->
     return hashes
 
 
+def _train_args(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
+    """train_level keyword arguments, and the preset overrides (every other training option)."""
+    kwargs = {k: v for k, v in options.train.items() if k in TRAIN_KWARGS}
+    return kwargs, {k: v for k, v in options.train.items() if k not in TRAIN_KWARGS}
+
+
 def _train_call(level: int, per_topic: bool, preset: str | None = None) -> Callable[[Settings, Options, Echo], Any]:
     def run(settings: Settings, options: Options, echo: Echo) -> list[str]:
         from strata.build.train import train_level
 
-        kwargs = {"preset": preset} | {k: v for k, v in options.train.items() if k in TRAIN_KWARGS}
-        overrides = {k: v for k, v in options.train.items() if k not in TRAIN_KWARGS}
+        kwargs, overrides = _train_args(options)
         written = train_level(settings, level, per_topic=per_topic, progress=options.progress, overrides=overrides,
-                              nproc=options.nproc, **kwargs)
+                              nproc=options.nproc, check=False, **({"preset": preset} | kwargs))  # preflight ran
         return [str(p) for p in written]
     return run
 
@@ -215,7 +220,7 @@ def preflight(settings: Settings, options: Options, echo: Echo) -> None:
     from strata.build.preflight import check_base
     from strata.build.trainconfig import load_train_preset
 
-    overrides = {k: v for k, v in options.train.items() if k not in TRAIN_KWARGS}  # as _train_call passes them
+    _, overrides = _train_args(options)
     formats = {f"level {n}": load_train_preset(n, options.train.get("preset"), **overrides).format
                for n in options.levels}
     check_base(settings, resolve_base_model(settings, options.train.get("base_model")), formats, echo=echo)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from strata.errors import StrataError
+from strata.files import atomic_write_json
 
 MARKER = "strata_run.json"  # written after the Trainer finished the checkpoint: its presence means "complete"
 TRAINER_STATE = "trainer_state.json"
@@ -63,9 +64,6 @@ def marker_callback(record: dict[str, Any]) -> Any:
     class RunMarker(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                tmp = folder / (MARKER + ".tmp")
-                tmp.write_text(json.dumps(record, indent=1))
-                tmp.replace(folder / MARKER)
+                atomic_write_json(Path(args.output_dir) / f"checkpoint-{state.global_step}" / MARKER, record)
 
     return RunMarker()

@@ -45,12 +45,14 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
                 peft: str = "lora", quantization: str = "none", max_train_samples: int | None = None,
                 dry_run: bool = False, resume_from: str | None = None, base_model: str | None = None,
                 preset: str | None = None, progress: bool = True, overrides: dict[str, Any] | None = None,
-                nproc: int = 1, only_topics: list[str] | None = None) -> list[Path]:
+                nproc: int = 1, only_topics: list[str] | None = None, check: bool = True) -> list[Path]:
     """Train level `level` into peft/level<N>/, or with `per_topic` one adapter per dataset topic into
     peft/<topic>/. Either way the adapter trains on the base with levels 1..N-1 merged in (checked first), using
     the level's preset (or `preset`) updated by `overrides` (e.g. {"epochs": 1, "max_steps": 20}).
     `nproc` > 1 uses that many devices: a level trains data-parallel under torchrun, per-topic layers train
     `nproc` at a time (see launch.py); `only_topics` limits per-topic training to those layers (a worker's share).
+    `check`: run the base pre-flight (False where it already ran: train_all's preflight, --nproc workers; under a
+    launcher only rank 0 runs it).
     Returns the adapter dirs written (or that would be written with `dry_run`, which writes nothing)."""
     if peft not in ("lora", "dora"):
         raise StrataError(f"--peft must be lora or dora, got {peft!r}")
@@ -65,7 +67,8 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     val = [r for r in read_jsonl(settings.val_jsonl, "rebuild it with `strata build dataset`")
            if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
     jobs = _jobs(settings, level, per_topic, records, val)
-    check_base(settings, base_dir, {f"level {level}": cfg.format})
+    if check and distributed.rank() == 0:
+        check_base(settings, base_dir, {f"level {level}": cfg.format})
     if only_topics is not None:
         jobs = [job for job in jobs if job.topic in only_topics]
     if nproc > 1 and not dry_run:
@@ -73,7 +76,7 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
 
         args = {"per_topic": per_topic, "topics": topics, "peft": peft, "quantization": quantization,
                 "max_train_samples": max_train_samples, "resume_from": resume_from, "base_model": base_model,
-                "preset": preset, "progress": progress, "overrides": overrides}
+                "preset": preset, "progress": progress, "overrides": overrides, "check": False}
         launch.run(settings, level, nproc, device, [job.topic for job in jobs] if per_topic else None, args)
         return [job.out for job in jobs]
     from transformers import AutoTokenizer

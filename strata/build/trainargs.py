@@ -18,6 +18,7 @@ MAPPED = {"lr": "learning_rate", "epochs": "num_train_epochs", "batch_size": "pe
           "gradient_checkpointing": "gradient_checkpointing"}
 # fields strata sets from the run itself (the checkpoint dir, the step count, the warmup); not for `trainer:`
 OWNED = {"output_dir": "the adapter dir's checkpoints/", "max_steps": "max_steps", "warmup_steps": "warmup_ratio",
+         "warmup_ratio": "warmup_ratio",
          "eval_on_start": "(set from --resume-from)", "include_num_input_tokens_seen": "(needed for tokens/s)"}
 
 

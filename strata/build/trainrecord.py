@@ -35,7 +35,8 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
             print(f"{job.name}: {DORA_MESSAGE}.")
             (out / GGUF).unlink(missing_ok=True)  # an older LoRA export would not match these weights
         else:
-            export_adapter_gguf(stage, ctx["base_dir"], stage / GGUF, base_fp)
+            # the log goes beside the adapter dir's files: it must outlive the staging dir, removed on failure
+            export_adapter_gguf(stage, ctx["base_dir"], stage / GGUF, base_fp, log=out / f"{GGUF}.log")
             gguf_note = None
         summary = _summary(job, ctx, run, base_fp, stage, gguf_note)
         (stage / layers.SUMMARY).write_text(json.dumps(summary, indent=2))

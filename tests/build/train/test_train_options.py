@@ -127,8 +127,10 @@ def test_two_processes_train_data_parallel_like_one(ws, fast, preset_file, strat
     assert a["metrics"]["steps"] == b["metrics"]["steps"] == 6
     assert a["metrics"]["tokens_seen"] == b["metrics"]["tokens_seen"]  # the same global batches
     assert b["metrics"]["eval_loss_after"] == pytest.approx(a["metrics"]["eval_loss_after"], rel=2e-3)
-    assert b["metrics"]["eval_loss_after"] < b["metrics"]["eval_loss_before"] - 1e-3 or \
-        b["metrics"]["train_loss"] != b["metrics"]["train_loss_first"]  # it trained
+    from safetensors.torch import load_file
+
+    lora_b = [t for name, t in load_file(two / "adapter_model.safetensors").items() if "lora_B" in name]
+    assert lora_b and max(float(t.abs().max()) for t in lora_b) > 0  # it trained: PEFT starts every lora_B at zero
     assert (two / "adapter.gguf").is_file()
 
 
