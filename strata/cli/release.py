@@ -69,9 +69,10 @@ def list_(settings: Settings, store: str | None, as_json: bool) -> None:
 
     target = open_store(store)
     rows = []
-    for name in tags.names(target):
-        tagged = tags.read_tags(target, name)
-        for version in tags.versions(target, name):
+    for name in target.children(""):  # a name with no published version lists no rows (one listing each, on S3)
+        versions = tags.versions(target, name)
+        tagged = tags.read_tags(target, name) if versions else {}
+        for version in versions:
             manifest, _ = tags.load(target, name, version)
             rows.append({"name": name, "version": version, "created": manifest.created, "bytes": manifest.total_bytes,
                          "qa": manifest.verdict, "tags": sorted(t for t, r in tagged.items() if r["version"] == version),
