@@ -15,6 +15,7 @@ from strata.files import atomic_write_json
 from strata.settings import Settings
 
 Echo = Callable[[str], None]
+TOPIC_PRESET = "levels/topic"  # topic layers: a step budget from their tokens, not the top level's epochs
 TRAIN_KWARGS = ("max_train_samples", "peft", "quantization", "topics", "base_model", "preset")
 
 
@@ -28,6 +29,8 @@ class Options:
     train: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     nproc: int = 1  # devices for training (not an input of any stage: the same adapters, trained faster)
+    synthesis: dict[str, Any] = field(default_factory=dict)  # generator, teacher_url, teacher_model
+    gate: bool = True  # score base vs every topic layer on the held-out pairs after convert
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ PATHS: dict[str, Callable[[Settings], Path]] = {
     "train": lambda s: s.train_jsonl,
     "val": lambda s: s.val_jsonl,
     "dataset_summary": lambda s: s.processed / "dataset_summary.json",
+    "pairs_train": lambda s: s.pairs_train_jsonl,
+    "pairs_val": lambda s: s.pairs_val_jsonl,
+    "synthesis_summary": lambda s: s.synthesis_summary,
     "base": lambda s: Path(s.base_model),
     "merged": lambda s: s.merged,
     "model": lambda s: s.model_path,
@@ -115,6 +121,23 @@ def _dataset(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]
     return {"counts": build_dataset(settings)["counts"]}
 
 
+def _synthesize(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
+    from strata.data.synthesis import Teacher, synthesize
+
+    knobs = options.synthesis
+    teacher = Teacher(url=knobs.get("teacher_url"), model=knobs.get("teacher_model") if knobs.get("teacher_url") else None,
+                      gguf=None if knobs.get("teacher_url") else knobs.get("teacher_model"))
+    summary = synthesize(settings, generator=knobs.get("generator"), teacher=teacher, progress=options.progress,
+                         echo=echo)
+    return {k: summary[k] for k in ("generator", "pairs", "train", "val", "per_type", "rejected")}
+
+
+def _gate(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
+    from strata.qa.gate import run_gate
+
+    return run_gate(settings, progress=options.progress, echo=echo)
+
+
 def _merge(settings: Settings, options: Options, echo: Echo) -> str:
     from strata.build.merge import merge_levels
 
@@ -135,25 +158,30 @@ def _archive(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]
 
 
 def default_stages(options: Options) -> list[Stage]:
-    """Seed order: pretest -> dataset -> level1..N -> per-topic layers -> merge -> convert -> archive.
+    """Seed order: pretest -> dataset -> synthesize -> level1..N -> per-topic layers -> merge -> convert -> gate
+    -> archive.
 
     Topic layers train on the base with every level merged in (with the top level's preset): that stack is exactly
     the model convert writes to MODEL_PATH, so a topic adapter served on it is what was trained."""
     levels = sorted(options.levels)
-    data = ("train", "val", "base", "opt:train")
+    data = ("train", "val", "pairs_train", "pairs_val", "base", "opt:train")
     stages = [Stage("pretest", _pretest, ("pdfs", "preset:pretest"), ("pretest",)),
-              Stage("dataset", _dataset, ("pretest", "pdfs", "preset:dataset", "base"), ("train", "val", "dataset_summary"))]
+              Stage("dataset", _dataset, ("pretest", "pdfs", "preset:dataset", "base"), ("train", "val", "dataset_summary")),
+              Stage("synthesize", _synthesize, ("train", "val", "preset:synthesis", "opt:synthesis"),
+                    ("pairs_train", "pairs_val", "synthesis_summary"))]
     for level in levels:
         below = tuple(f"peft:level{k}" for k in range(1, level))
         stages.append(Stage(f"level{level}", _train_call(level, False), (*data, f"preset:levels/level{level}", *below),
                             (f"peft:level{level}",)))
     if options.per_topic and levels:
         top = levels[-1]
-        stages.append(Stage("topics", _train_call(top + 1, True, preset=f"levels/level{top}"),
-                            (*data, f"preset:levels/level{top}", *(f"peft:level{k}" for k in range(1, top + 1)))))
+        stages.append(Stage("topics", _train_call(top + 1, True, preset=TOPIC_PRESET),
+                            (*data, f"preset:{TOPIC_PRESET}", *(f"peft:level{k}" for k in range(1, top + 1)))))
     stages += [Stage("merge", _merge, ("base", *(f"peft:level{k}" for k in levels)), ("merged",)),
-               Stage("convert", _convert, ("merged", "val", "preset:convert", "opt:quant"), ("model",)),
-               Stage("archive", _archive, ("dataset_summary",), ("archive",))]
+               Stage("convert", _convert, ("merged", "val", "preset:convert", "opt:quant"), ("model",))]
+    if options.per_topic and levels and options.gate:
+        stages.append(Stage("gate", _gate, ("model", "pairs_val", "preset:gate", "preset:qa/general", "peft_topics")))
+    stages.append(Stage("archive", _archive, ("dataset_summary",), ("archive",)))
     return stages
 
 

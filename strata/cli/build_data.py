@@ -1,4 +1,4 @@
-"""`strata build` data steps: pdf-pretest, dataset, archive."""
+"""`strata build` data steps: pdf-pretest, dataset, synthesize, archive."""
 
 from __future__ import annotations
 
@@ -70,6 +70,42 @@ def dataset(preset: str, base_model: str | None, settings: Settings) -> None:
                f"wrote {settings.train_jsonl} and {settings.val_jsonl}")
 
 
+@click.command("synthesize")
+@click.option("--generator", type=click.Choice(["auto", "extractive", "llm"]), default=None,
+              help="extractive: questions from the text's own structure, no model. llm: ask a teacher model. "
+                   "Default: the preset's (auto = llm when a teacher URL is set, else extractive).")
+@click.option("--teacher-url", envvar="STRATA_TEACHER_URL", default=None,
+              help="OpenAI-compatible base URL of the teacher (env STRATA_TEACHER_URL; key from STRATA_TEACHER_API_KEY). "
+                   "Without it, --generator llm serves the base model as GGUF in this process.")
+@click.option("--teacher-model", default=None,
+              help="Model name sent to --teacher-url; for the in-process teacher, a GGUF path (default: the base "
+                   "model converted once to models/teacher-<fingerprint>.F16.gguf).")
+@click.option("--preset", default="synthesis", show_default=True,
+              help="Filters, split and teacher knobs: a name under presets/ or a path to a .yaml file.")
+@click.option("--limit", type=int, default=None, help="Only the first N chunks (a quick look at what comes out).")
+@workspace_option
+@friendly_errors
+def synthesize(generator: str | None, teacher_url: str | None, teacher_model: str | None, preset: str,
+               limit: int | None, settings: Settings) -> None:
+    """Question/answer pairs from every chunk -> data/processed/pairs_train.jsonl, pairs_val.jsonl.
+
+    Each pair cites its chunk id, topic, section, source PDF and pages; synthesis_summary.json counts pairs per
+    topic and type and rejections per reason. A killed llm run resumes from its cache.
+    """
+    from strata.data.synthesis import Teacher
+    from strata.data.synthesis import synthesize as run
+
+    in_process = teacher_url is None and teacher_model is not None
+    teacher = Teacher(url=teacher_url, model=None if in_process else teacher_model,
+                      gguf=str(Path(teacher_model).resolve()) if in_process else None)
+    summary = run(settings, preset=preset, generator=generator, teacher=teacher, limit=limit, echo=click.echo)
+    rows = [[topic, n["train"], n["val"]] for topic, n in summary["per_topic"].items()]
+    _table(f"pairs ({summary['generator']})", ["topic", "train pairs", "held-out pairs"], rows)
+    click.echo("types: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["per_type"].items())))
+    click.echo("rejected: " + (", ".join(f"{k} {v}" for k, v in sorted(summary["rejected"].items())) or "none"))
+    click.echo(f"wrote {settings.pairs_train_jsonl} and {settings.pairs_val_jsonl}; summary {settings.synthesis_summary}")
+
+
 @click.command("archive")
 @click.option("--json", "as_json", is_flag=True, help="Print the archive record as JSON instead of a table.")
 @workspace_option
@@ -88,4 +124,4 @@ def archive(as_json: bool, settings: Settings) -> None:
     click.echo(f"moved {len(record['moved'])} PDFs to {record['archive']}; record: {record['record']}")
 
 
-COMMANDS: list[click.Command] = [pdf_pretest, dataset, archive]
+COMMANDS: list[click.Command] = [pdf_pretest, dataset, synthesize, archive]

@@ -1,0 +1,1 @@
+"""Data stage: PDF text, pretest, chunking, dataset, question/answer synthesis, archive."""
