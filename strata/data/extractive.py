@@ -24,6 +24,10 @@ RULES: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = (
     ("scenario", re.compile(r"^(?:If|When|Where|Once|Unless) (?P<condition>[^,]{12,160}), .{12,}"),
      ("Suppose {condition}. What follows under {section}?", "An entity finds that {condition}. What should it do?",
       "What happens when {condition}?")),
+    ("rule", re.compile(r"\b(?:must|should|shall|is required to|are required to|may not|cannot|is permitted to|may "
+                        r"elect)\b"),
+     ("Under {section}, what is required of {subject}?", "What rule applies to {subject}?",
+      "What must be done about {subject}?")),
     ("threshold", re.compile(r"\b(?:\d+(?:\.\d+)?\s*(?:%|percent|days?|months?|years?)|ten|twelve|at least|no later "
                              r"than|within|more than|less than|annually|quarterly|each reporting (?:period|date)|at "
                              r"(?:the )?(?:end|inception|commencement))\b", re.I),
@@ -33,6 +37,8 @@ RULES: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = (
      ("How does the treatment of {subject} compare with the alternative?", "What distinguishes {subject}?",
       "Contrast {subject} with the other case in {section}.")),
 )
+_LEADS = frozenset("because although though if when while since as for in on at by after before unless once where under "
+                   "to with without nevertheless however instead".split())  # a clause, not a subject, starts here
 # A subject ends at its verb (or the first comma): "The useful life of an intangible asset is ..." -> the useful life ...
 _VERB = re.compile(r"^(?:is|are|was|were|has|have|had|must|may|might|can|cannot|should|would|will|shall|does|do|"
                    r"requires?|applies|apply|depends?|includes?|makes?|recognizes?|measures?|presents?|uses?|"
@@ -75,7 +81,9 @@ def _clean(phrase: str) -> str:
 
 def subject_of(sentence: str) -> str | None:
     """The words before a sentence's first verb (at most 9, no comma), lower-cased at the start; None if none."""
-    words = []
+    words: list[str] = []
+    if sentence.split()[0].lower().strip(",") in _LEADS:
+        return None
     for word in sentence.split():
         if _VERB.match(word.lower()) or len(words) >= 9:
             break

@@ -14,7 +14,7 @@ from strata.files import atomic_write_json, atomic_write_jsonl, now_iso, read_js
 from strata.presets import load_preset
 from strata.settings import Settings
 
-TYPES = ("definition", "summary", "scenario", "comparison", "threshold", "list", "unanswerable")
+TYPES = ("definition", "summary", "rule", "scenario", "comparison", "threshold", "list", "unanswerable")
 
 
 @dataclass(frozen=True)

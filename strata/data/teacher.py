@@ -24,7 +24,7 @@ SYSTEM = ("You write study questions about an accounting standard. Use only the 
           "to a short situation), comparison, threshold (amounts, dates, how often), list, and one unanswerable "
           "question whose answer is exactly: The document does not say. Then paraphrase the passage in plain words.")
 USER = "Section: {section}\nPassage:\n{text}\n\nWrite {n} question/answer pairs as JSON."
-TYPE_ENUM = ["definition", "summary", "scenario", "comparison", "threshold", "list", "unanswerable"]
+TYPE_ENUM = ["definition", "summary", "rule", "scenario", "comparison", "threshold", "list", "unanswerable"]
 
 
 def schema(n_pairs: int) -> dict[str, Any]:
