@@ -114,8 +114,8 @@ def generate(chunk: dict[str, Any], previous: str | None, per_type: int = 1, una
             if not match or made >= per_type:
                 continue
             fields = {k: _clean(v) for k, v in match.groupdict().items() if v}
-            fields["subject"] = fields.pop("lead", None) or fields.get("subject") or subject_of(sentence)
-            if not fields["subject"]:
+            fields["subject"] = fields.pop("lead", None) or fields.get("subject") or subject_of(sentence) or ""
+            if not fields["subject"] and "{subject}" in "".join(templates):
                 continue
             answer = sentence
             if kind in ("list", "scenario") and index + 1 < len(found) and len(sentence.split()) < 25:
