@@ -62,10 +62,7 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     device, dtype = pick_device(quantization)
     base_dir = resolve_base_model(settings, base_model)
     below = layers.levels_below(settings, level, base_dir)
-    records = batches.load_records(settings.train_jsonl, cfg.topics, max_train_samples)
-    # held-out text is optional: a small dataset may hold none (or none for these topics); then eval is skipped
-    val = [r for r in read_jsonl(settings.val_jsonl, "rebuild it with `strata build dataset`")
-           if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
+    records, val = _records(settings, cfg, max_train_samples)
     jobs = _jobs(settings, level, per_topic, records, val)
     if check and distributed.rank() == 0:
         check_base(settings, base_dir, {f"level {level}": cfg.format})
@@ -92,10 +89,28 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     threads = max(1, settings.n_threads // distributed.local_world_size()) if device == "cpu" else None
     with cpu_threads(threads):
         model = _load_model(settings, base_dir, below, device, dtype, quantization, cfg)
+        model.config.use_cache = False  # no KV cache in training; transformers reads packed position ids only without
         for job in jobs:
             model = _train_one(job, model, tokenizer, context, dry_run=dry_run, progress=progress,
                                resume_from=_resume_for(job, resume_from, per_topic))
     return [job.out for job in jobs]
+
+
+def _records(settings: Settings, cfg: TrainPreset, max_samples: int | None) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) records. With synthesized pairs: chat levels train on them (varied phrasings, a share of
+    general pairs) and text levels on every chunk (+ paraphrases), both judged on the held-out pairs. Without
+    pairs: the dataset's train.jsonl / val.jsonl as they are."""
+    from strata.train import pairs
+
+    if pairs.has_pairs(settings):
+        if cfg.format == "chat":
+            return pairs.chat_data(settings, cfg.topics, cfg.phrasings, cfg.general_share, max_samples)
+        return pairs.text_data(settings, cfg.topics, max_samples)
+    records = batches.load_records(settings.train_jsonl, cfg.topics, max_samples)
+    # held-out text is optional: a small dataset may hold none (or none for these topics); then eval is skipped
+    val = [r for r in read_jsonl(settings.val_jsonl, "rebuild it with `strata build dataset`")
+           if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
+    return records, val
 
 
 def _resume_for(job: Job, resume_from: str | None, per_topic: bool) -> str | None:
@@ -145,11 +160,17 @@ def pick_device(quantization: str) -> tuple[str, Any]:
 def _jobs(settings: Settings, level: int, per_topic: bool, records: list[dict], val: list[dict]) -> list[Job]:
     if not per_topic:
         return [Job(f"level{level}", layers.level_dir(settings, level), records, val, None)]
+    from strata.train.pairs import GENERAL_TOPIC
+
+    # the general mix (pairs.general_records) is shared out: each topic gets its share of it, none is a topic
+    shared = [r for r in records if r.get("topic") == GENERAL_TOPIC and str(r.get("id", "")).startswith("general-")]
+    own = [r for r in records if not (r.get("topic") == GENERAL_TOPIC and str(r.get("id", "")).startswith("general-"))]
     jobs = []
-    for topic in batches.topics_of(records):
+    for topic in batches.topics_of(own):
         if topic.startswith(".") or "/" in topic or topic == "merged" or topic.startswith("level"):
             raise StrataError(f"topic {topic!r} cannot name an adapter dir under {settings.peft}; rename its folder.")
-        mine = [r for r in records if (r.get("topic") or "general") == topic]
+        mine = [r for r in own if (r.get("topic") or "general") == topic]
+        mine += shared[:round(len(shared) * len(mine) / max(1, len(own)))]
         mine_val = [r for r in val if r.get("topic") == topic] or val  # no held-out text for it: judge on all
         jobs.append(Job(topic, settings.peft / topic, mine, mine_val, topic))
     return jobs
@@ -205,11 +226,11 @@ def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry
     # eval_batches of the global batch: the same held-out blocks however many processes share them
     val_blocks = batches.build_blocks(job.val_records, tokenizer, cfg.format, cfg.max_seq_len)[
         : cfg.eval_batches * cfg.batch_size * ctx["world_size"]] if job.val_records else []
-    steps = planned_steps(len(blocks), cfg, ctx["world_size"])
+    tokens = sum(len(b.input_ids) for b in blocks)
+    steps = planned_steps(len(blocks), cfg, ctx["world_size"], tokens)
     torch.manual_seed(cfg.seed)
     peft_model, ctx["targets"] = wrap_lora(model, cfg, use_dora=ctx["peft"] == "dora")
     trainable, total = peft_model.get_nb_trainable_parameters()
-    tokens = sum(len(b.input_ids) for b in blocks)
     global_batch = cfg.batch_size * cfg.grad_accum * ctx["world_size"]
     if distributed.is_main():
         print(f"{job.name}: {len(job.records)} records -> {len(blocks)} blocks, {tokens} tokens; {steps} steps "
@@ -233,7 +254,7 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
          resume_from: str | None, progress: bool, steps: int) -> dict[str, Any]:
     """Run the Trainer on `blocks` (checkpoints under <adapter dir>/checkpoints/, TensorBoard events under
     <adapter dir>/tensorboard/), resuming from `resume_from`; return what the adapter dir records."""
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import DataCollatorWithFlattening, Trainer
     from transformers.integrations import TensorBoardCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -268,8 +289,10 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
         board = TensorBoardCallback()
         board.logging_dir = str(job.out / TENSORBOARD)
         callbacks.append(board)
+    # one example per row; the collator flattens a batch into one sequence whose position ids restart at every
+    # example, and transformers builds the attention mask from those resets, so packed examples never see each other
     trainer = Trainer(model=model, args=args, train_dataset=_rows(blocks), eval_dataset=_rows(val_blocks) or None,
-                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"), callbacks=callbacks)
+                      data_collator=DataCollatorWithFlattening(), callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # without progress bars: quiet, not a dict per step
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(progress_callback(job.name))

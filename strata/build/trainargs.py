@@ -22,14 +22,18 @@ OWNED = {"output_dir": "the adapter dir's checkpoints/", "max_steps": "max_steps
          "eval_on_start": "(set from --resume-from)", "include_num_input_tokens_seen": "(needed for tokens/s)"}
 
 
-def planned_steps(n_blocks: int, cfg: TrainPreset, world_size: int = 1) -> int:
-    """Optimiser steps the Trainer will run: `max_steps`, else epochs x ceil(batches per rank / grad_accum)."""
+def planned_steps(n_blocks: int, cfg: TrainPreset, world_size: int = 1, tokens: int | None = None) -> int:
+    """Optimiser steps the Trainer will run: epochs x ceil(batches per rank / grad_accum), or with `step_tokens` a
+    budget of epochs x tokens / step_tokens; at least `min_steps`, at most `max_steps`."""
     if n_blocks < 1:
         raise StrataError("no training blocks: the selected records produced no tokens; check the dataset and topics")
-    if cfg.max_steps:
-        return cfg.max_steps
-    per_rank = math.ceil(n_blocks / (cfg.batch_size * world_size))
-    return math.ceil(cfg.epochs * math.ceil(per_rank / cfg.grad_accum))
+    if cfg.step_tokens and tokens is not None:
+        steps = math.ceil(cfg.epochs * tokens / cfg.step_tokens)
+    else:
+        per_rank = math.ceil(n_blocks / (cfg.batch_size * world_size))
+        steps = math.ceil(cfg.epochs * math.ceil(per_rank / cfg.grad_accum))
+    steps = max(steps, cfg.min_steps)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
 def training_arguments(cfg: TrainPreset, output_dir: Path, *, steps: int, device: str, dtype: Any,
@@ -43,7 +47,7 @@ def training_arguments(cfg: TrainPreset, output_dir: Path, *, steps: int, device
     values: dict[str, Any] = {target: getattr(cfg, key) for key, target in MAPPED.items()}
     cuda = device == "cuda"
     values.update(
-        output_dir=str(output_dir), max_steps=cfg.max_steps or -1, warmup_steps=int(cfg.warmup_ratio * steps),
+        output_dir=str(output_dir), max_steps=steps, warmup_steps=int(cfg.warmup_ratio * steps),
         per_device_eval_batch_size=cfg.batch_size, lr_scheduler_type="cosine", optim="adamw_torch",
         logging_steps=1, save_strategy="steps", eval_strategy="no", eval_on_start=evaluate_first,
         report_to=["tensorboard"], include_num_input_tokens_seen="non_padding", disable_tqdm=not progress,

@@ -1,0 +1,1 @@
+"""Training stage: the Trainer wrapper, batches, roles, layers, resume, launch, records, pairs."""
