@@ -16,6 +16,7 @@ from strata.settings import Settings
 
 Echo = Callable[[str], None]
 TOPIC_PRESET = "levels/topic"  # topic layers: a step budget from their tokens, not the top level's epochs
+BUDGET_KEYS = ("max_steps", "epochs")
 TRAIN_KWARGS = ("max_train_samples", "peft", "quantization", "topics", "base_model", "preset")
 
 
@@ -31,6 +32,7 @@ class Options:
     nproc: int = 1  # devices for training (not an input of any stage: the same adapters, trained faster)
     synthesis: dict[str, Any] = field(default_factory=dict)  # generator, teacher_url, teacher_model
     gate: bool = True  # score base vs every topic layer on the held-out pairs after convert
+    topic_train: dict[str, Any] = field(default_factory=dict)  # overrides for the topic layers only
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ def input_hashes(settings: Settings, options: Options, keys: tuple[str, ...]) ->
     """Each input key -> {"path", "hash"}. PDFs count wherever they sit (raw or archived), so archiving changes nothing."""
     hashes: dict[str, dict[str, Any]] = {}
     for key in keys:
+        if key == "topic_adapters":  # every layer's adapter.gguf (not the summaries the gate writes into)
+            files = sorted(settings.peft.glob("*/adapter.gguf")) if settings.peft.is_dir() else []
+            hashes[key] = {"path": str(settings.peft), "hash": mf.value_identity([[str(f), mf.file_identity(f)]
+                                                                                  for f in files])}
+            continue
         if key == "pdfs":
             roots = (settings.raw_pdfs, settings.pdf_archive)
             hashes[key] = {"path": [str(root) for root in roots], "hash": mf.path_identity(*roots)}
@@ -102,6 +109,8 @@ def _train_call(level: int, per_topic: bool, preset: str | None = None) -> Calla
         from strata.build.train import train_level
 
         kwargs, overrides = _train_args(options)
+        if per_topic:  # topic layers budget their steps from their tokens: the levels' step count does not apply
+            overrides = {k: v for k, v in overrides.items() if k not in BUDGET_KEYS} | options.topic_train
         written = train_level(settings, level, per_topic=per_topic, progress=options.progress, overrides=overrides,
                               nproc=options.nproc, check=False, **({"preset": preset} | kwargs))  # preflight ran
         return [str(p) for p in written]
@@ -122,13 +131,10 @@ def _dataset(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]
 
 
 def _synthesize(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
-    from strata.data.synthesis import Teacher, synthesize
+    from strata.data.synthesis import synthesize, teacher_from
 
-    knobs = options.synthesis
-    teacher = Teacher(url=knobs.get("teacher_url"), model=knobs.get("teacher_model") if knobs.get("teacher_url") else None,
-                      gguf=None if knobs.get("teacher_url") else knobs.get("teacher_model"))
-    summary = synthesize(settings, generator=knobs.get("generator"), teacher=teacher, progress=options.progress,
-                         echo=echo)
+    summary = synthesize(settings, generator=options.synthesis.get("generator"),
+                         teacher=teacher_from(options.synthesis), progress=options.progress, echo=echo)
     return {k: summary[k] for k in ("generator", "pairs", "train", "val", "per_type", "rejected")}
 
 
@@ -176,11 +182,12 @@ def default_stages(options: Options) -> list[Stage]:
     if options.per_topic and levels:
         top = levels[-1]
         stages.append(Stage("topics", _train_call(top + 1, True, preset=TOPIC_PRESET),
-                            (*data, f"preset:{TOPIC_PRESET}", *(f"peft:level{k}" for k in range(1, top + 1)))))
+                            (*data, "opt:topic_train", f"preset:{TOPIC_PRESET}",
+                             *(f"peft:level{k}" for k in range(1, top + 1)))))
     stages += [Stage("merge", _merge, ("base", *(f"peft:level{k}" for k in levels)), ("merged",)),
                Stage("convert", _convert, ("merged", "val", "preset:convert", "opt:quant"), ("model",))]
     if options.per_topic and levels and options.gate:
-        stages.append(Stage("gate", _gate, ("model", "pairs_val", "preset:gate", "preset:qa/general", "peft_topics")))
+        stages.append(Stage("gate", _gate, ("model", "pairs_val", "preset:gate", "preset:qa/general", "topic_adapters")))
     stages.append(Stage("archive", _archive, ("dataset_summary",), ("archive",)))
     return stages
 
@@ -256,7 +263,8 @@ def preflight(settings: Settings, options: Options, echo: Echo) -> None:
 
 def run_all(settings: Settings, *, per_topic: bool = True, levels: tuple[int, ...] | list[int] = (1, 2, 3),
             quant: str = "Q4_K_M", train_overrides: dict[str, Any] | None = None, force: bool = False,
-            progress: bool = True, nproc: int = 1, echo: Echo = print) -> dict[str, Any]:
+            progress: bool = True, nproc: int = 1, synthesis: dict[str, Any] | None = None,
+            topic_overrides: dict[str, Any] | None = None, gate: bool = True, echo: Echo = print) -> dict[str, Any]:
     """The whole build chain in seed order; returns the run manifest (plus its path under "manifest").
     It runs as one process; `nproc` > 1 trains each level data-parallel and the topic layers that many at a time."""
     from strata.build import distributed
@@ -271,6 +279,8 @@ def run_all(settings: Settings, *, per_topic: bool = True, levels: tuple[int, ..
         raise StrataError(f"--levels must list level numbers from 1, e.g. 1,2,3; got {list(levels)}")
     options = Options(per_topic=per_topic, levels=tuple(sorted(int(n) for n in levels)), quant=quant.strip().upper(),
                       train={k: v for k, v in (train_overrides or {}).items() if v is not None}, progress=progress,
+                      synthesis={k: v for k, v in (synthesis or {}).items() if v is not None},
+                      topic_train={k: v for k, v in (topic_overrides or {}).items() if v is not None}, gate=gate,
                       nproc=nproc)
     preflight(settings, options, echo)
     return run_stages(settings, default_stages(options), options, force=force, echo=echo)

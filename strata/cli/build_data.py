@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from strata.cli.common import friendly_errors, workspace_option
+from strata.cli.common import friendly_errors, teacher_of, teacher_options, workspace_option
 from strata.settings import Settings
 
 
@@ -71,15 +71,7 @@ def dataset(preset: str, base_model: str | None, settings: Settings) -> None:
 
 
 @click.command("synthesize")
-@click.option("--generator", type=click.Choice(["auto", "extractive", "llm"]), default=None,
-              help="extractive: questions from the text's own structure, no model. llm: ask a teacher model. "
-                   "Default: the preset's (auto = llm when a teacher URL is set, else extractive).")
-@click.option("--teacher-url", envvar="STRATA_TEACHER_URL", default=None,
-              help="OpenAI-compatible base URL of the teacher (env STRATA_TEACHER_URL; key from STRATA_TEACHER_API_KEY). "
-                   "Without it, --generator llm serves the base model as GGUF in this process.")
-@click.option("--teacher-model", default=None,
-              help="Model name sent to --teacher-url; for the in-process teacher, a GGUF path (default: the base "
-                   "model converted once to models/teacher-<fingerprint>.F16.gguf).")
+@teacher_options
 @click.option("--preset", default="synthesis", show_default=True,
               help="Filters, split and teacher knobs: a name under presets/ or a path to a .yaml file.")
 @click.option("--limit", type=int, default=None, help="Only the first N chunks (a quick look at what comes out).")
@@ -92,12 +84,10 @@ def synthesize(generator: str | None, teacher_url: str | None, teacher_model: st
     Each pair cites its chunk id, topic, section, source PDF and pages; synthesis_summary.json counts pairs per
     topic and type and rejections per reason. A killed llm run resumes from its cache.
     """
-    from strata.data.synthesis import Teacher
     from strata.data.synthesis import synthesize as run
+    from strata.data.synthesis import teacher_from
 
-    in_process = teacher_url is None and teacher_model is not None
-    teacher = Teacher(url=teacher_url, model=None if in_process else teacher_model,
-                      gguf=str(Path(teacher_model).resolve()) if in_process else None)
+    teacher = teacher_from(teacher_of(teacher_url, teacher_model))
     summary = run(settings, preset=preset, generator=generator, teacher=teacher, limit=limit, echo=click.echo)
     rows = [[topic, n["train"], n["val"]] for topic, n in summary["per_topic"].items()]
     _table(f"pairs ({summary['generator']})", ["topic", "train pairs", "held-out pairs"], rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from strata.cli.common import friendly_errors, workspace_option
+from strata.cli.common import friendly_errors, teacher_of, teacher_options, workspace_option
 from strata.settings import Settings
 
 COMMANDS: list[click.Command] = []
@@ -119,18 +119,24 @@ def convert(settings: Settings, hf_dir: str | None, quant: str, out: str | None,
 @click.option("--levels", default="1,2,3", show_default=True, help="Comma-separated levels to train and merge.")
 @click.option("--quant", default="Q4_K_M", show_default=True, help="Quantization type for MODEL_PATH.")
 @click.option("--force", is_flag=True, help="Run every stage even when its inputs are unchanged.")
+@click.option("--gate/--no-gate", default=True, show_default=True,
+              help="After convert, score base vs every topic layer on the held-out pairs (presets/gate.yaml).")
+@teacher_options
 @training_knobs
 @workspace_option
 @friendly_errors
-def all_stages(settings: Settings, per_topic: bool, levels: str, quant: str, force: bool, max_steps: int | None,
+def all_stages(settings: Settings, per_topic: bool, levels: str, quant: str, force: bool, gate: bool,
+               generator: str | None, teacher_url: str | None, teacher_model: str | None, max_steps: int | None,
                epochs: float | None, lr: float | None, max_train_samples: int | None, no_progress: bool,
                nproc: int) -> None:
-    """pretest -> dataset -> levels -> merge -> convert -> archive, skipping unchanged stages; writes runs/<id>/manifest.json."""
+    """pretest -> dataset -> synthesize -> levels -> topics -> merge -> convert -> gate -> archive, skipping
+    unchanged stages; writes runs/<id>/manifest.json."""
     from strata.build.pipeline import run_all
 
     record = run_all(settings, per_topic=per_topic, levels=_int_list(levels) or [], quant=quant, force=force,
                      train_overrides={"max_steps": max_steps, "epochs": epochs, "lr": lr,
                                       "max_train_samples": max_train_samples},
+                     synthesis={"generator": generator, **teacher_of(teacher_url, teacher_model)}, gate=gate,
                      progress=not no_progress, nproc=nproc, echo=click.echo)
     click.echo(f"run {record['run_id']}: " + ", ".join(f"{s['name']} {s['status']}" for s in record["stages"]))
     click.echo(f"manifest: {record['manifest']}")

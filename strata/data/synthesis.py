@@ -53,6 +53,12 @@ class Teacher:
         return f"{self.url or 'strata-in-process'}|{self.model or ''}|{self.gguf or ''}"
 
 
+def teacher_from(options: dict[str, Any]) -> Teacher:
+    """A Teacher from {teacher_url, teacher_model}: with a URL the model is a name, without one a local GGUF path."""
+    url, model = options.get("teacher_url"), options.get("teacher_model")
+    return Teacher(url=url, model=model if url else None, gguf=None if url else model)
+
+
 def chunks_of(settings: Settings) -> list[dict[str, Any]]:
     """Every chunk the dataset kept (train and val records alike: held-out sets are pairs now), in file order."""
     hint = "run `strata build dataset` first (it writes data/processed/train.jsonl and val.jsonl)"
