@@ -57,7 +57,7 @@ def run_qa(settings: Settings, *, server: str | None = None, model: str | os.Pat
     _echo_plan(results, plan, echo)
     if dry_run:
         return {**results, "dry_run": True, "report_dir": None}
-    with _target(settings, server, model, plan, api_key) as base_url, QAClient(base_url, api_key) as client:
+    with serve_target(settings, server, model, plan, api_key) as base_url, QAClient(base_url, api_key) as client:
         results["target"]["base_url"] = base_url
         results["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         rows, layer_info = _run_layers(client, plan, prompt_set, texts, max_tokens, seed, progress)
@@ -81,7 +81,7 @@ def failed_gates(results: dict[str, Any]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _target(settings: Settings, server: str | None, model: str | os.PathLike | None, plan: list[Layer],
+def serve_target(settings: Settings, server: str | None, model: str | os.PathLike | None, plan: list[Layer],
             api_key: str | None) -> Iterator[str]:
     """The base URL to talk to: --server as given, or an in-process server on --model stopped afterwards."""
     if server:
