@@ -58,6 +58,11 @@ def _train_all(settings: Settings, options: DemoOptions, echo: Echo) -> str:
 
     record = run_all(settings, per_topic=True, levels=(1, 2, 3), quant="Q4_K_M", train_overrides=options.training,
                      echo=echo)
+    gate = next((s for s in record["stages"] if s["name"] == "gate"), None)
+    if gate and gate["status"] == "skipped" and gate.get("result"):  # a fresh gate printed its matrix as it ran
+        from strata.qa.gate import format_matrix
+
+        echo(format_matrix(gate["result"]))
     fid = next(s for s in record["stages"] if s["name"] == "convert")["result"]
     ppl = fid["perplexity"]
     return (f"{fid['model_path']}: F16 vs HF rel err {fid['relative_error']:.1e}, top-1 {fid['top1_agreement']:.2f}, "
@@ -87,7 +92,8 @@ def _serve_qa(settings: Settings, options: DemoOptions, echo: Echo) -> str:
 STAGES: list[Stage] = [
     Stage("sample PDFs", _sample_pdfs),
     Stage("tiny base model", _tiny_base),
-    Stage("build train_all (pretest -> dataset -> levels -> topics -> merge -> GGUF -> archive)", _train_all),
+    Stage("build train_all (pretest -> dataset -> pairs -> levels -> topics -> merge -> GGUF -> gate -> archive)",
+          _train_all),
     Stage("serve + QA across topic layers and a blend", _serve_qa),
 ]
 

@@ -39,8 +39,8 @@ def planned_steps(n_blocks: int, cfg: TrainPreset, world_size: int = 1, tokens: 
 def training_arguments(cfg: TrainPreset, output_dir: Path, *, steps: int, device: str, dtype: Any,
                        evaluate_first: bool, progress: bool) -> Any:
     """The TrainingArguments of one adapter run: cosine schedule with `warmup_ratio` (floored, so a short run never
-    spends its first step at lr 0), AdamW, a log row per step, checkpoints every `save_steps`, TensorBoard;
-    bf16 and gradient checkpointing on CUDA, gloo DDP on CPU. `cfg.trainer` adds or overrides any other field."""
+    spends its first step at lr 0), AdamW, a log row per step, checkpoints every `save_steps`, TensorBoard (tokens
+    seen counts every token: flattened batches hold no padding); bf16 and gradient checkpointing on CUDA, gloo DDP on CPU. `cfg.trainer` adds or overrides any other field."""
     import torch
     from transformers import TrainingArguments
 
@@ -50,7 +50,7 @@ def training_arguments(cfg: TrainPreset, output_dir: Path, *, steps: int, device
         output_dir=str(output_dir), max_steps=steps, warmup_steps=int(cfg.warmup_ratio * steps),
         per_device_eval_batch_size=cfg.batch_size, lr_scheduler_type="cosine", optim="adamw_torch",
         logging_steps=1, save_strategy="steps", eval_strategy="no", eval_on_start=evaluate_first,
-        report_to=["tensorboard"], include_num_input_tokens_seen="non_padding", disable_tqdm=not progress,
+        report_to=["tensorboard"], include_num_input_tokens_seen="all", disable_tqdm=not progress,
         remove_unused_columns=False, ddp_find_unused_parameters=False, dataloader_pin_memory=cuda,
         gradient_checkpointing=cfg.gradient_checkpointing and cuda,
         gradient_checkpointing_kwargs={"use_reentrant": False},

@@ -30,11 +30,11 @@ TYPE_ENUM = ["definition", "summary", "rule", "scenario", "comparison", "thresho
 def schema(n_pairs: int) -> dict[str, Any]:
     """The JSON schema a reply must follow (strata turns it into a grammar; OpenAI-style servers enforce it too)."""
     pair = {"type": "object", "additionalProperties": False, "required": ["type", "question", "answer"],
-            "properties": {"type": {"enum": TYPE_ENUM}, "question": {"type": "string", "minLength": 8, "maxLength": 300},
-                           "answer": {"type": "string", "minLength": 1, "maxLength": 600}}}
+            "properties": {"type": {"enum": TYPE_ENUM}, "question": {"type": "string", "minLength": 8, "maxLength": 200},
+                           "answer": {"type": "string", "minLength": 1, "maxLength": 400}}}
     return {"type": "object", "additionalProperties": False, "required": ["pairs", "paraphrase"],
             "properties": {"pairs": {"type": "array", "items": pair, "minItems": 1, "maxItems": n_pairs},
-                           "paraphrase": {"type": "string", "maxLength": 1500}}}
+                           "paraphrase": {"type": "string", "maxLength": 1000}}}
 
 
 def cache_key(chunk: dict[str, Any], teacher_identity: str, n_pairs: int) -> str:
