@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,7 +35,8 @@ def _copy(built: Settings, root: Path) -> Settings:
 
 
 def _norm(text: str) -> str:
-    return " ".join(text.replace("-\n", "").split()).lower()
+    """Letters and digits only: PDF line breaks, hyphenation and spacing do not matter."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
 def _preset(tmp_path: Path, **values) -> str:
@@ -62,7 +64,7 @@ def test_extractive_pairs_cite_real_pages_of_real_pdfs(built, tmp_path):
             continue
         with pymupdf.open(settings.raw_pdfs / pair["source"]) as doc:  # the answer is on the pages it cites
             cited = _norm(" ".join(doc[p - 1].get_text() for p in pair["pages"]))
-        assert _norm(pair["answer"])[:60] in cited, pair
+        assert _norm(pair["answer"])[:50] in cited, pair
     questions = [p["question"] for p in train + val]
     assert len(questions) == len(set(questions))
     # held out: pairs, not sections; every section of the dataset still trains
