@@ -138,8 +138,8 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _adapter_sources(peft: Path, with_peft: bool, only: Sequence[str]) -> tuple[list[Source], list[dict[str, Any]]]:
-    from strata.build.layers import read_summary
     from strata.qa.plan import discover_layers  # every dir holding adapter.gguf; merged/, checkpoints/ skipped
+    from strata.train.layers import read_summary
 
     dirs = discover_layers(peft)
     by_name = {d.relative_to(peft).as_posix(): d for d in dirs}
@@ -215,7 +215,7 @@ def _base_fingerprint(settings: Settings, fidelity: dict[str, Any] | None) -> st
         if record and record.get("base_fingerprint"):
             return record["base_fingerprint"]
         if (folder / "config.json").is_file():
-            from strata.build.layers import fingerprint  # plain hashing; the build pod is where publish runs
+            from strata.train.layers import fingerprint  # plain hashing; the build pod is where publish runs
 
             return fingerprint(folder)
     return None

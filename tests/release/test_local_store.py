@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from strata.build.layers import fingerprint
 from strata.files import sha256_file
 from strata.settings import Settings
+from strata.train.layers import fingerprint
 
 
 def test_publish_list_show_pull_and_qa_the_release(cli, publish, build_pod: Settings, store: str, workspace: Settings,
