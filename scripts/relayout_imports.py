@@ -9,12 +9,12 @@ from pathlib import Path
 ROOMS = {
     "data": ("pdftext", "pretest", "chunking", "dataset", "datafiles", "archive"),
     "train": ("trainargs", "trainconfig", "batches", "targets", "layers", "resume", "distributed", "launch",
-              "trainmeter", "trainrecord", "lossplot", "basemodel", "preflight"),
+              "trainmeter", "trainrecord", "lossplot", "preflight"),
     "export": ("merge", "convert", "quantize", "fidelity", "gguf_load", "adapter_gguf"),
 }
 MOVES = {f"strata.build.{m}": f"strata.{room}.{m}" for room, mods in ROOMS.items() for m in mods}
 MOVES |= {"strata.build.train": "strata.train.trainer", "strata.build.pipeline": "strata.pipeline",
-          "strata.build.manifest": "strata.runmanifest"}
+          "strata.build.manifest": "strata.runmanifest", "strata.build.basemodel": "strata.modelfolder"}
 MODULE = {old.rsplit(".", 1)[1]: new for old, new in MOVES.items()}
 DOTTED = re.compile(r"strata([./])build\1(\w+)")
 FROM_PACKAGE = re.compile(r"^([ \t]*)from strata\.build import ([\w, ]+?)([ \t]*(#.*)?)$", re.M)

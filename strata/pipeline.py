@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from strata import runmanifest as mf
 from strata.errors import StrataError
-from strata.files import atomic_write_json
+from strata.files import atomic_write_json, now_iso, now_stamp
 from strata.settings import Settings
 
 Echo = Callable[[str], None]
@@ -167,9 +166,9 @@ def run_stages(settings: Settings, stages: list[Stage], options: Options, *, for
     """Run `stages` in order under a new runs/<id>/manifest.json (rewritten after every stage). A stage is skipped when
     its inputs hash as at its last success and that success's outputs still exist. Raises StrataError on a failure."""
     settings.ensure_skeleton()
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    run_id = now_stamp()
     path = settings.runs / run_id / mf.MANIFEST
-    record: dict[str, Any] = {"run_id": run_id, "status": "running", "started": datetime.now(timezone.utc).isoformat(),
+    record: dict[str, Any] = {"run_id": run_id, "status": "running", "started": now_iso(),
                               "options": asdict(options), "force": force, "stages": []}
     for number, stage in enumerate(stages, 1):
         label = f"[{number}/{len(stages)}] {stage.name}"
@@ -205,18 +204,18 @@ def run_stages(settings: Settings, stages: list[Stage], options: Options, *, for
             atomic_write_json(path, record)
         if entry["status"] == "failed":
             record["stages"] += [{"name": s.name, "status": "not run"} for s in stages[number:]]
-            record["finished"] = datetime.now(timezone.utc).isoformat()
+            record["finished"] = now_iso()
             atomic_write_json(path, record)
             raise StrataError(f"stage {stage.name} failed: {entry['error']}\nManifest: {path}. Fix the cause and run "
                               f"`strata build all` again: unchanged stages are skipped and it continues from {stage.name}.")
-    record.update(status="ok", finished=datetime.now(timezone.utc).isoformat())
+    record.update(status="ok", finished=now_iso())
     atomic_write_json(path, record)
     return record | {"manifest": str(path)}
 
 
 def preflight(settings: Settings, options: Options, echo: Echo) -> None:
     """The base checks every level would run (strata.train.preflight), before pretest and dataset take their time."""
-    from strata.train.basemodel import resolve_base_model
+    from strata.modelfolder import resolve_base_model
     from strata.train.preflight import check_base
     from strata.train.trainconfig import load_train_preset
 

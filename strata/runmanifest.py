@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from strata.files import sha256_file
+from strata.files import read_json_or_none, sha256_file
 
 # Files up to this size are hashed by content; bigger ones (model weights) by path + size + mtime.
 CONTENT_HASH_LIMIT = 64 * 1024 * 1024
@@ -62,11 +62,8 @@ def last_success(runs: Path, stage: str, exclude: Path | None = None) -> dict[st
     for path in reversed(manifests(runs)):
         if exclude is not None and path == exclude:
             continue
-        try:
-            entries = json.loads(path.read_text()).get("stages", [])
-        except (OSError, json.JSONDecodeError):
-            continue  # a damaged manifest only costs a re-run
-        for entry in entries:
+        # a damaged manifest only costs a re-run
+        for entry in (read_json_or_none(path) or {}).get("stages", []):
             if entry.get("name") == stage and entry.get("status") in ("ok", "skipped"):
                 return entry
     return None

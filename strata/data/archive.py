@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from strata.errors import StrataError
-from strata.files import atomic_write_json, now_iso, read_json, sha256_file
+from strata.files import atomic_write_json, now_iso, now_stamp, read_json, sha256_file
 from strata.settings import Settings
 
 Hook = Callable[[str, Path, Path], None]
@@ -77,7 +76,7 @@ def archive_pdfs(settings: Settings, hook: Hook | None = None) -> dict[str, Any]
     summary = read_json(settings.processed / "dataset_summary.json", "run `strata build dataset` first")
     record: dict[str, Any] = {"archive": str(settings.pdf_archive), "created": now_iso(), "moved": [], "skipped": [],
                               "error": None}
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = now_stamp()
     out = settings.processed / "archive" / f"archive-{stamp}.json"
     try:
         for entry in summary.get("sources", []):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_TOPIC = "default"
+from strata.settings import DEFAULT_TOPIC
 
 
 def pdfs_by_topic(root: Path) -> list[tuple[str, Path]]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
+from strata.files import staged_path
 from strata.llamacpp import convert_lora
 
 FINGERPRINT_KEY = "strata.base_fingerprint"
@@ -32,8 +33,15 @@ def stamp_metadata(src: Path, dest: Path, values: dict[str, str]) -> Path:
 
     reader = gguf.GGUFReader(src)
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
-    tmp = dest.with_name(dest.name + ".tmp")
-    writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
+    with staged_path(dest) as tmp:
+        _copy_with(reader, gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess), values)
+    return dest
+
+
+def _copy_with(reader: Any, writer: Any, values: dict[str, str]) -> None:
+    """Every field and tensor of `reader` into `writer`, plus `values` as string fields."""
+    import gguf
+
     try:
         for field in reader.fields.values():
             if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF.") or field.name in values:
@@ -52,8 +60,6 @@ def stamp_metadata(src: Path, dest: Path, values: dict[str, str]) -> Path:
             writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
     finally:
         writer.close()
-    os.replace(tmp, dest)
-    return dest
 
 
 def read_metadata(path: Path, key: str) -> str | None:

@@ -12,8 +12,9 @@ from typing import Any, Callable
 import numpy as np
 
 from strata.errors import StrataError
-from strata.export.quantize import ftype_for, quant_types, quantize_gguf, temp_beside
-from strata.files import atomic_write_json
+from strata.export.quantize import ftype_for, quant_types, quantize_gguf
+from strata.files import atomic_write_json, now_iso, staged_path
+from strata.modelfolder import CHAT_TEMPLATE_PLACES, require_chat_template
 from strata.settings import Settings
 
 FALLBACK_TEXT = ("A lessee recognises a right-of-use asset and a lease liability at the commencement date. "
@@ -90,10 +91,10 @@ def perplexity(gguf_path: Path, tokens: list[int], n_threads: int) -> float:
 
 
 def _require_template(gguf_path: Path, hf_dir: Path) -> None:
-    if not chat_template(gguf_path):
-        raise StrataError(f"{gguf_path.name} has no tokenizer.chat_template, so chat requests would be formatted wrongly. "
-                          f"Add a chat template to {hf_dir} (chat_template.jinja or `chat_template` in "
-                          f"tokenizer_config.json; `strata build merge` copies the base's) and convert again.")
+    require_chat_template(bool(chat_template(gguf_path)), f"{gguf_path.name} (tokenizer.chat_template)",
+                          "chat requests would be formatted wrongly",
+                          f"Add a chat template to {hf_dir} ({CHAT_TEMPLATE_PLACES}; `strata build merge` copies the "
+                          "base's) and convert again.")
 
 
 def check_f16(hf_dir: Path, f16: Path, tokens: list[int], preset: FidelityPreset, n_threads: int) -> dict[str, Any]:
@@ -136,12 +137,8 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
     started = time.monotonic()
 
     echo(f"converting {hf_dir} to F16 GGUF with llama.cpp's convert_hf_to_gguf.py ...")
-    tmp = temp_beside(f16)
-    try:
+    with staged_path(f16, "partial") as tmp:
         convert_hf(hf_dir, tmp, "f16", log=f16.with_suffix(".convert.log"), model_name=base_name(hf_dir))
-        os.replace(tmp, f16)
-    finally:
-        tmp.unlink(missing_ok=True)
     _require_template(f16, hf_dir)
 
     text, source = sample_text(settings.val_jsonl, thresholds.val_records)
@@ -153,14 +150,10 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
          f"{numbers['relative_error']:.2e}, top-1 agreement {numbers['top1_agreement']:.3f}")
 
     echo(f"quantizing to {quant} (llama_model_quantize) ...")
-    candidate = temp_beside(out, "candidate")
-    try:
+    with staged_path(out, "candidate") as candidate:
         quantize_gguf(f16, candidate, quant, settings.n_threads, thresholds.quant_timeout_s)
         _require_template(candidate, hf_dir)
         ppl = {"F16": perplexity(f16, tokens, settings.n_threads), quant: perplexity(candidate, tokens, settings.n_threads)}
-        os.replace(candidate, out)
-    finally:
-        candidate.unlink(missing_ok=True)
     echo(f"perplexity on {len(tokens)} val tokens: F16 {ppl['F16']:.3f}, {quant} {ppl[quant]:.3f}")
 
     record = {
@@ -168,7 +161,7 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
         "sample": {"source": source, "tokens": len(tokens)}, **numbers,
         "perplexity": ppl, "perplexity_ratio": ppl[quant] / ppl["F16"], "chat_template": True,
         "thresholds": asdict(thresholds), "passed": True, "bytes": out.stat().st_size,
-        "duration_s": round(time.monotonic() - started, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "duration_s": round(time.monotonic() - started, 2), "created": now_iso(),
     }
     record["record_path"] = str(atomic_write_json(out.with_name(out.name.removesuffix(".gguf") + ".fidelity.json"), record))
     echo(f"wrote {out} ({record['bytes'] / 1e6:.1f} MB); fidelity record {record['record_path']}")

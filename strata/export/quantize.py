@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from strata.errors import StrataError
+from strata.files import staged_path
 
 FTYPE_PREFIX = "LLAMA_FTYPE_MOSTLY_"
 
@@ -31,34 +30,22 @@ def ftype_for(quant: str) -> int:
     return types[key]
 
 
-def temp_beside(target: Path, tag: str = "partial") -> Path:
-    """A fresh, unique temp path in the target's folder (same filesystem, so os.replace is atomic)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{tag}")
-    os.close(fd)
-    os.chmod(name, 0o644)  # mkstemp makes 0600; the final file must be readable by the server user
-    return Path(name)
-
-
 def quantize_gguf(src: Path, dst: Path, quant: str, n_threads: int = 0, timeout_s: float | None = None) -> Path:
     """Quantize `src` into `dst` (written whole or not at all). The C call runs in a child process: a failure,
     timeout or kill of that child leaves no partial file and `dst`'s previous contents untouched."""
     ftype_for(quant)  # fail fast, before spawning anything
-    tmp = temp_beside(dst)
-    cmd = [sys.executable, "-m", "strata.export.quantize", str(src), str(tmp), quant, str(n_threads)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        if done.returncode != 0:
-            how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"exited {done.returncode}"
-            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
-            raise StrataError(f"quantizing {src.name} to {quant} {how}; {dst} was left as it was. "
-                              f"llama.cpp said:\n{tail or '(nothing)'}")
-        os.replace(tmp, dst)
+        with staged_path(dst, "partial") as tmp:
+            cmd = [sys.executable, "-m", "strata.export.quantize", str(src), str(tmp), quant, str(n_threads)]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            if done.returncode != 0:
+                how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"exited {done.returncode}"
+                tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
+                raise StrataError(f"quantizing {src.name} to {quant} {how}; {dst} was left as it was. "
+                                  f"llama.cpp said:\n{tail or '(nothing)'}")
     except subprocess.TimeoutExpired:
         raise StrataError(f"quantizing {src.name} to {quant} took over {timeout_s}s and was stopped; "
                           f"{dst} was left as it was. Raise the timeout or pick a smaller model.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from strata.errors import StrataError
 from strata.files import read_jsonl
+from strata.modelfolder import CHAT_TEMPLATE_PLACES, require_chat_template
+from strata.settings import DEFAULT_TOPIC
 
 IGNORE = -100  # label value the loss skips
 
@@ -36,8 +38,8 @@ def load_records(path: Path, topics: list[str] | None = None, max_samples: int |
 
 
 def topics_of(records: list[dict[str, Any]]) -> list[str]:
-    """Distinct topics in first-seen order (records without one count as `general`)."""
-    return list(dict.fromkeys(r.get("topic") or "general" for r in records))
+    """Distinct topics in first-seen order (records without one count as DEFAULT_TOPIC)."""
+    return list(dict.fromkeys(r.get("topic") or DEFAULT_TOPIC for r in records))
 
 
 def build_blocks(records: list[dict[str, Any]], tokenizer: Any, fmt: str, max_seq_len: int) -> list[Block]:
@@ -63,8 +65,8 @@ def _pack_text(records: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) 
 
 def chat_example(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: int) -> Block:
     """Render a conversation with the tokenizer's chat template; loss only on the final assistant turn."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise StrataError("the base model's tokenizer has no chat template; use `format: text` or a base with one.")
+    require_chat_template(bool(getattr(tokenizer, "chat_template", None)), "the base model's tokenizer",
+                          "chat records cannot be rendered", f"Add one ({CHAT_TEMPLATE_PLACES}), or use `format: text`.")
     if not messages or messages[-1].get("role") != "assistant":
         raise StrataError("a chat record's `messages` must end with an assistant turn; rebuild the dataset.")
     full = tokenizer.apply_chat_template(messages, tokenize=False)

@@ -34,7 +34,9 @@ def state(device: str | None = None) -> Any:
 
 
 def is_main() -> bool:
-    return not launched() or state().is_main_process
+    """The one rank-0 check: this process writes the shared files (from the launcher's RANK, so it holds before the
+    process group exists, as accelerate's is_main_process does after)."""
+    return rank() == 0
 
 
 def barrier() -> None:

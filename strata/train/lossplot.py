@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from strata.files import staged_path
 
 
 def plot_loss(loss_jsonl: Path, png: Path, title: str = "training loss") -> Path:
@@ -28,7 +29,6 @@ def plot_loss(loss_jsonl: Path, png: Path, title: str = "training loss") -> Path
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    tmp = png.with_name(png.name + ".tmp.png")
-    figure.savefig(tmp)
-    os.replace(tmp, png)
+    with staged_path(png, "tmp.png") as tmp:
+        figure.savefig(tmp, format="png")
     return png

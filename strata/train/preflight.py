@@ -4,13 +4,13 @@ own converter turns the base's vocabulary into a GGUF that llama.cpp loads (so a
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from strata.errors import StrataError
-from strata.files import atomic_write_json
+from strata.files import atomic_write_json, read_json_or_none
+from strata.modelfolder import CHAT_TEMPLATE_PLACES, extra_files, has_chat_template, require_chat_template
 from strata.settings import Settings
 
 
@@ -31,11 +31,11 @@ def check_base(settings: Settings, base_dir: Path, formats: dict[str, str],
     found = {"architecture": (config.architectures or [type(config).__name__])[0],
              **tokenizer_fits(base_dir, config, tokenizer)}
     chat = sorted(name for name, fmt in formats.items() if fmt == "chat")
-    if chat and not tokenizer.chat_template:
-        raise StrataError(f"{', '.join(chat)} train{'s' if len(chat) == 1 else ''} on chat records (format: chat), "
-                          f"but {base_dir} has no chat template (chat_template.jinja, or chat_template in "
-                          "tokenizer_config.json). Add the model's chat template there, or set format: text in those "
-                          "levels' presets.")
+    if chat:
+        require_chat_template(has_chat_template(base_dir), str(base_dir),
+                              f"{', '.join(chat)} cannot train on chat records (format: chat)",
+                              f"Add the model's chat template there ({CHAT_TEMPLATE_PLACES}), or set format: text in "
+                              "those levels' presets.")
     found |= llamacpp_vocab(base_dir, settings.runs / "preflight")
     window = sliding_window(config)
     if window and not found.get("gguf_sliding_window"):
@@ -75,11 +75,7 @@ def sliding_window(config: Any) -> int | None:
 
 
 def _declared_class(base_dir: Path) -> str | None:
-    path = base_dir / "tokenizer_config.json"
-    try:
-        return json.loads(path.read_text()).get("tokenizer_class") if path.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+    return (read_json_or_none(base_dir / "tokenizer_config.json") or {}).get("tokenizer_class")
 
 
 def llamacpp_vocab(base_dir: Path, log_dir: Path) -> dict[str, Any]:
@@ -91,10 +87,9 @@ def llamacpp_vocab(base_dir: Path, log_dir: Path) -> dict[str, Any]:
     from strata.llamacpp import cache_root, convert_hf
 
     cache = cache_root() / "preflight" / f"{_vocab_key(base_dir)}.json"
-    try:
-        return json.loads(cache.read_text())
-    except (OSError, json.JSONDecodeError):
-        pass
+    cached = read_json_or_none(cache)
+    if cached is not None:
+        return cached
     with tempfile.TemporaryDirectory(prefix="strata-vocab-") as tmp:
         vocab = Path(tmp) / "vocab.gguf"
         convert_hf(base_dir, vocab, vocab_only=True, log=log_dir / f"{base_dir.name}.vocab-convert.log")
@@ -113,11 +108,9 @@ def llamacpp_vocab(base_dir: Path, log_dir: Path) -> dict[str, Any]:
 def _vocab_key(base_dir: Path) -> str:
     """What the vocabulary check depends on: llama.cpp's scripts, the dir's name (llama.cpp reads general.name for
     some tokenizer rules) and every non-weight file (config, tokenizer files, chat template)."""
-    from strata.export.merge import WEIGHT_SUFFIXES
     from strata.llamacpp import installed_version, scripts_dir
 
     digest = hashlib.sha256(f"{installed_version()}|{scripts_dir()}|{base_dir.resolve().name}".encode())
-    for path in sorted(base_dir.iterdir()):
-        if path.is_file() and path.suffix not in WEIGHT_SUFFIXES:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in extra_files(base_dir) + [base_dir / "config.json"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:32]

@@ -15,15 +15,14 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from strata.errors import StrataError
-from strata.files import read_jsonl, sha256_file
-from strata.settings import Settings
+from strata.files import now_iso, read_jsonl, sha256_file
+from strata.modelfolder import attention_kwargs, pick_device, resolve_base_model
+from strata.settings import DEFAULT_TOPIC, Settings
 from strata.train import batches, distributed, layers, resume
-from strata.train.basemodel import resolve_base_model
 from strata.train.preflight import check_base
 from strata.train.trainconfig import TrainPreset, load_train_preset
 
@@ -67,7 +66,7 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     val = [r for r in read_jsonl(settings.val_jsonl, "rebuild it with `strata build dataset`")
            if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
     jobs = _jobs(settings, level, per_topic, records, val)
-    if check and distributed.rank() == 0:
+    if check and distributed.is_main():
         check_base(settings, base_dir, {f"level {level}": cfg.format})
     if only_topics is not None:
         jobs = [job for job in jobs if job.topic in only_topics]
@@ -121,27 +120,6 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def pick_device(quantization: str) -> tuple[str, Any]:
-    """CUDA with bf16 when present, else CPU fp32; 8/4-bit loading needs CUDA and bitsandbytes."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if quantization not in ("none", "int8", "int4"):
-        raise StrataError(f"--quantization must be none, int8 or int4, got {quantization!r}")
-    if quantization != "none":
-        if not cuda:
-            raise StrataError(f"--quantization {quantization} (QLoRA through bitsandbytes) needs a CUDA GPU and this "
-                              "machine has none; train with --quantization none on CPU.")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise StrataError(f"--quantization {quantization} needs bitsandbytes: pip install bitsandbytes "
-                              "(the CUDA image has it).") from None
-    if cuda:
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return "cpu", torch.float32
-
-
 def _jobs(settings: Settings, level: int, per_topic: bool, records: list[dict], val: list[dict]) -> list[Job]:
     if not per_topic:
         return [Job(f"level{level}", layers.level_dir(settings, level), records, val, None)]
@@ -149,24 +127,10 @@ def _jobs(settings: Settings, level: int, per_topic: bool, records: list[dict], 
     for topic in batches.topics_of(records):
         if topic.startswith(".") or "/" in topic or topic == "merged" or topic.startswith("level"):
             raise StrataError(f"topic {topic!r} cannot name an adapter dir under {settings.peft}; rename its folder.")
-        mine = [r for r in records if (r.get("topic") or "general") == topic]
+        mine = [r for r in records if (r.get("topic") or DEFAULT_TOPIC) == topic]
         mine_val = [r for r in val if r.get("topic") == topic] or val  # no held-out text for it: judge on all
         jobs.append(Job(topic, settings.peft / topic, mine, mine_val, topic))
     return jobs
-
-
-def attention_kwargs(device: str, dtype: Any) -> dict[str, Any]:
-    """Model-loading kwargs for attention: FlashAttention-2 on CUDA in bf16 when installed, else PyTorch SDPA."""
-    import torch
-
-    if device == "cuda" and dtype == torch.bfloat16:
-        try:
-            import flash_attn  # noqa: F401
-
-            return {"attn_implementation": "flash_attention_2"}
-        except ImportError:
-            pass
-    return {"attn_implementation": "sdpa"}
 
 
 def _load_model(settings: Settings, base_dir: Path, below: list[Path], device: str, dtype: Any,
@@ -249,7 +213,7 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
         if distributed.is_main():
             print(f"{job.name}: resuming from {checkpoint} at step {resume.checkpoint_step(checkpoint)} of {steps}")
     else:
-        saved = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        saved = {"started_at": now_iso()}
         if distributed.is_main():  # a fresh run owns the checkpoints and event files
             if job.out.exists() and not job.out.is_dir():
                 raise StrataError(f"{job.out} is a file, not an adapter dir; move it away and train again.")

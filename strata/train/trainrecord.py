@@ -7,13 +7,14 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from strata.export.adapter_gguf import DORA_MESSAGE, FINGERPRINT_KEY, export_adapter_gguf
-from strata.files import atomic_write_jsonl, sha256_file
+from strata.files import atomic_write_jsonl, now_iso, sha256_file
+from strata.modelfolder import SUMMARY, fingerprint
+from strata.settings import DEFAULT_TOPIC
 from strata.train import layers
 from strata.train.lossplot import plot_loss
 
@@ -28,7 +29,7 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
         peft_model.save_pretrained(stage)
-        base_fp = layers.fingerprint(ctx["base_dir"])
+        base_fp = fingerprint(ctx["base_dir"])
         plot_loss(atomic_write_jsonl(stage / "loss.jsonl", run["log"]), stage / "loss.png", title=f"{job.name} loss")
         if ctx["peft"] == "dora":
             gguf_note = DORA_MESSAGE
@@ -39,9 +40,9 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
             export_adapter_gguf(stage, ctx["base_dir"], stage / GGUF, base_fp, log=out / f"{GGUF}.log")
             gguf_note = None
         summary = _summary(job, ctx, run, base_fp, stage, gguf_note)
-        (stage / layers.SUMMARY).write_text(json.dumps(summary, indent=2))
-        names = sorted(p.name for p in stage.iterdir() if p.name != layers.SUMMARY) + [layers.SUMMARY]
-        (out / layers.SUMMARY).unlink(missing_ok=True)  # the dir is incomplete until the new summary lands
+        (stage / SUMMARY).write_text(json.dumps(summary, indent=2))
+        names = sorted(p.name for p in stage.iterdir() if p.name != SUMMARY) + [SUMMARY]
+        (out / SUMMARY).unlink(missing_ok=True)  # the dir is incomplete until the new summary lands
         for name in names:
             os.replace(stage / name, out / name)
     finally:
@@ -69,7 +70,7 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
             "val": str(settings.val_jsonl),
             "val_sha256": sha256_file(settings.val_jsonl) if settings.val_jsonl.is_file() else None,
             "records": len(job.records), "val_records": len(job.val_records),
-            "topics": sorted({r.get("topic") or "general" for r in job.records}),
+            "topics": sorted({r.get("topic") or DEFAULT_TOPIC for r in job.records}),
             "blocks": run["blocks"], "val_blocks": run["val_blocks"], "tokens": run["tokens"],
         },
         "base_model": str(ctx["base_dir"]),
@@ -106,7 +107,7 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
         "dtype": str(ctx["dtype"]).removeprefix("torch."),
         "versions": {name: _version(name) for name in ("torch", "transformers", "peft", "accelerate", "llama-cpp-python",
                                                        "strata")},
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": now_iso(),
         "started_at": run.get("started_at"),
     }
 

@@ -66,7 +66,7 @@ def test_report_file_is_what_run_returns_and_thresholds_come_from_the_preset(wor
     report = run_pretest(workspace)
     assert json.loads(workspace.pretest_json.read_text()) == report
     assert report["thresholds"]["min_text_chars"] == 200
-    assert by_path(report)["loose.pdf"]["topic"] == "default"
+    assert by_path(report)["loose.pdf"]["topic"] == "general"  # settings.DEFAULT_TOPIC, as training uses
     assert by_path(report)["loose.pdf"]["duplicate_of"] == "ASC_Leases/ASC_Leases.pdf"
 
     strict = tmp_path / "strict.yaml"

@@ -141,6 +141,6 @@ def test_missing_chat_template_fails_clearly(on_tiny_base, tiny_base, tmp_path):
     config = json.loads((bare / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (bare / "tokenizer_config.json").write_text(json.dumps(config))
-    with pytest.raises(StrataError, match="no tokenizer.chat_template"):
+    with pytest.raises(StrataError, match=r"\(tokenizer.chat_template\) has no chat template"):
         convert_model(on_tiny_base, bare, echo=lambda _: None)
     assert not on_tiny_base.model_path.exists()

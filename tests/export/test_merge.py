@@ -77,7 +77,7 @@ def test_failed_merge_keeps_previous_merged_dir(two_levels):
 
 
 def test_qlora_level_is_merged_into_a_full_precision_base(two_levels, tiny_base):
-    from strata.train.layers import fingerprint
+    from strata.modelfolder import fingerprint
 
     summary = {"level": 1, "peft": "lora", "quantization": "int4", "base_fingerprint": fingerprint(tiny_base),
                "levels_below": []}
@@ -89,7 +89,7 @@ def test_qlora_level_is_merged_into_a_full_precision_base(two_levels, tiny_base)
 
 
 def test_level_trained_on_other_levels_is_refused(two_levels, tiny_base):
-    from strata.train.layers import fingerprint
+    from strata.modelfolder import fingerprint
 
     summary = {"level": 2, "base_fingerprint": fingerprint(tiny_base), "levels_below": [{"adapter_sha256": "x" * 64}]}
     (two_levels.peft / "level2" / "training_summary.json").write_text(json.dumps(summary))

@@ -31,8 +31,8 @@ def build_pod(tiny_base: Path, lora_dirs: dict[str, Path], small_prompts: Path,
     """A build pod's workspace: `strata build convert`'s Q4_K_M GGUF and fidelity record at MODEL_PATH, two real
     PEFT LoRA layers with adapter.gguf under peft/, and a real `strata qa` run on them with a passing gate."""
     from strata.export.convert import convert_model
+    from strata.modelfolder import fingerprint
     from strata.qa.harness import run_qa
-    from strata.train.layers import fingerprint
 
     settings = Settings.resolve(workspace=tmp_path_factory.mktemp("build_pod"), base_model=str(tiny_base),
                                 n_threads=2, n_ctx=512, env={})

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from strata.files import sha256_file
+from strata.modelfolder import fingerprint
 from strata.settings import Settings
-from strata.train.layers import fingerprint
 
 
 def test_publish_list_show_pull_and_qa_the_release(cli, publish, build_pod: Settings, store: str, workspace: Settings,

@@ -11,6 +11,7 @@ from strata.errors import StrataError
 from strata.export.adapter_gguf import FINGERPRINT_KEY, read_metadata
 from strata.export.fidelity import gguf_logits, hf_logits, relative_error
 from strata.files import sha256_file
+from strata.modelfolder import fingerprint
 from strata.settings import Settings
 from strata.train import layers
 
@@ -42,7 +43,7 @@ def test_training_lowers_eval_loss_and_writes_every_record(trained, trained_step
         assert args["max_steps"] == trained_steps and args["per_device_train_batch_size"] == 2
         assert args["report_to"] == ["tensorboard"] and args["warmup_steps"] == int(0.03 * trained_steps)
         assert record["dataset"]["train_sha256"] == sha256_file(trained.train_jsonl)
-        assert record["base_fingerprint"] == layers.fingerprint(trained.base_model)
+        assert record["base_fingerprint"] == fingerprint(trained.base_model)
         assert {"torch", "transformers", "peft", "accelerate"} <= set(record["versions"])
         steps = [json.loads(line) for line in (folder / "loss.jsonl").read_text().splitlines()]
         assert [s["step"] for s in steps if "loss" in s] == list(range(1, trained_steps + 1))
@@ -137,7 +138,7 @@ def test_level_on_another_base_is_refused(trained, ws, tiny_base, tmp_path):
         for param in model.parameters():
             param.mul_(1.01)
     model.save_pretrained(other)
-    assert layers.fingerprint(other) != layers.fingerprint(tiny_base)
+    assert fingerprint(other) != fingerprint(tiny_base)
     shutil.copytree(trained.peft / "level1", ws.peft / "level1")
     assert layers.levels_below(ws, 2) == [ws.peft / "level1"]
     moved = Settings.resolve(workspace=ws.workspace, base_model=str(other))

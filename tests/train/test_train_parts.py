@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from strata.errors import StrataError
+from strata.modelfolder import fingerprint, resolve_base_model
 from strata.presets import presets_dir
-from strata.train import basemodel, batches, layers
+from strata.train import batches
 from strata.train.trainconfig import TrainPreset, load_train_preset
 
 
@@ -77,23 +78,23 @@ def test_planned_steps_follow_the_trainers_count():
 def test_fingerprint_is_stable_and_sees_weights(tiny_base, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_base, copy)
-    assert layers.fingerprint(copy) == layers.fingerprint(tiny_base)
+    assert fingerprint(copy) == fingerprint(tiny_base)
     weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0xFF  # one weight byte near the end (the last sampled chunk)
     weights.write_bytes(bytes(data))
-    assert layers.fingerprint(copy) != layers.fingerprint(tiny_base)
+    assert fingerprint(copy) != fingerprint(tiny_base)
     with pytest.raises(StrataError, match="no config.json"):
-        layers.fingerprint(tmp_path)
+        fingerprint(tmp_path)
 
 
 def test_base_model_dir_and_hub_id_resolution(workspace, tiny_base, monkeypatch):
-    assert basemodel.resolve_base_model(workspace, str(tiny_base)) == tiny_base
+    assert resolve_base_model(workspace, str(tiny_base)) == tiny_base
     with pytest.raises(StrataError, match="not found. Set BASE_MODEL or --base-model"):
-        basemodel.resolve_base_model(workspace, str(tiny_base.parent / "nope"))
+        resolve_base_model(workspace, str(tiny_base.parent / "nope"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(StrataError, match="hub access is off.*Place the model by hand.*huggingface-cli download"):
-        basemodel.resolve_base_model(workspace, "mistralai/Mistral-7B-Instruct-v0.2")
+        resolve_base_model(workspace, "mistralai/Mistral-7B-Instruct-v0.2")
     assert not (workspace.models / "Mistral-7B-Instruct-v0.2").exists()
 
 
@@ -111,7 +112,7 @@ def test_hub_model_is_fetched_once_into_models(workspace, tiny_base, monkeypatch
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     for _ in range(2):
-        path = basemodel.resolve_base_model(workspace, "kit/tiny-llama")
+        path = resolve_base_model(workspace, "kit/tiny-llama")
     assert path == workspace.models / "tiny-llama" and (path / "config.json").is_file()
     assert calls == [("kit/tiny-llama", "hf_test")]
     assert json.loads((path / "config.json").read_text()) == json.loads((tiny_base / "config.json").read_text())
