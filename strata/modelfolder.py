@@ -33,21 +33,30 @@ def is_hub_id(value: str) -> bool:
     return value.count("/") == 1 and not value.startswith((".", "/", "~")) and not Path(value).exists()
 
 
-def resolve_base_model(settings: Settings, base_model: str | None = None) -> Path:
-    """The local HF dir of the base: `base_model` (or settings.base_model) as a dir, else a hub id fetched once."""
+def base_model_dir(settings: Settings, base_model: str | None = None) -> tuple[str, Path, bool]:
+    """(the --base-model / BASE_MODEL value, the folder it names, whether it is a hub id), checking and fetching
+    nothing: a local dir as given (or under the workspace), a hub id's models/<name> (where it is fetched or placed)."""
     value = str(base_model or settings.base_model)
     local = Path(value).expanduser()
     if not local.is_absolute() and not local.exists() and (settings.workspace / local).exists():
         local = settings.workspace / local
+    if not local.is_dir() and is_hub_id(value):
+        return value, settings.models / value.split("/")[1], True
+    return value, local, False
+
+
+def resolve_base_model(settings: Settings, base_model: str | None = None) -> Path:
+    """The local HF dir of the base: `base_model` (or settings.base_model) as a dir, else a hub id fetched once."""
+    value, local, hub = base_model_dir(settings, base_model)
+    if hub:
+        return fetch_hub_model(value, local)
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise StrataError(f"base model dir {local} has no config.json; it must be a Hugging Face model dir "
                               "(config.json, *.safetensors, tokenizer files).")
         return local
-    if not is_hub_id(value):
-        raise StrataError(f"base model {value} not found. Set BASE_MODEL or --base-model to a Hugging Face model dir "
-                          f"or a hub id (org/name); the default is {settings.models / 'hf_base'}.")
-    return fetch_hub_model(value, settings.models / value.split("/")[1])
+    raise StrataError(f"base model {value} not found. Set BASE_MODEL or --base-model to a Hugging Face model dir "
+                      f"or a hub id (org/name); the default is {settings.models / 'hf_base'}.")
 
 
 def fetch_hub_model(repo_id: str, dest: Path) -> Path:

@@ -40,13 +40,12 @@ class Stage:
     outputs: tuple[str, ...] = ()
 
 
-# Named workspace paths; other keys are "preset:<name>", "peft:<dir>", "opt:<Options field>", or "pdfs".
+# Named workspace paths; other keys are "preset:<name>", "peft:<dir>", "opt:<Options field>", "pdfs" or "base".
 PATHS: dict[str, Callable[[Settings], Path]] = {
     "pretest": lambda s: s.pretest_json,
     "train": lambda s: s.train_jsonl,
     "val": lambda s: s.val_jsonl,
     "dataset_summary": lambda s: s.processed / "dataset_summary.json",
-    "base": lambda s: Path(s.base_model),
     "merged": lambda s: s.merged,
     "model": lambda s: s.model_path,
     "archive": lambda s: s.pdf_archive,
@@ -66,13 +65,22 @@ def resolve(settings: Settings, options: Options, key: str) -> Path | Any:
         return settings.peft / arg
     if kind == "opt":
         return getattr(options, arg)
-    raise StrataError(f"pipeline stage key {key!r} is unknown; use one of {sorted(PATHS)} or preset:/peft:/opt:/pdfs")
+    raise StrataError(f"pipeline stage key {key!r} is unknown; use one of {sorted(PATHS)} or "
+                      "preset:/peft:/opt:/pdfs/base")
 
 
 def input_hashes(settings: Settings, options: Options, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Each input key -> {"path", "hash"}. PDFs count wherever they sit (raw or archived), so archiving changes nothing."""
+    """Each input key -> {"path", "hash"}. PDFs count wherever they sit (raw or archived), so archiving changes nothing.
+    The base counts as the value the stages read (--base-model, else BASE_MODEL) and the folder it names: a hub id is
+    never a path, so its models/<name> folder is hashed, together with the id."""
     hashes: dict[str, dict[str, Any]] = {}
     for key in keys:
+        if key == "base":
+            from strata.modelfolder import base_model_dir
+
+            value, folder, _ = base_model_dir(settings, options.train.get("base_model"))
+            hashes[key] = {"path": str(folder), "hash": mf.value_identity([value, mf.path_identity(folder)])}
+            continue
         if key == "pdfs":
             roots = (settings.raw_pdfs, settings.pdf_archive)
             hashes[key] = {"path": [str(root) for root in roots], "hash": mf.path_identity(*roots)}

@@ -13,7 +13,7 @@ COMMANDS: list[click.Command] = []
 def training_knobs(func):
     """Options shared by `train` and `all` that override the level presets for quick or custom runs."""
     for option in reversed([
-        click.option("--max-train-samples", type=click.IntRange(1), default=None, help="Use at most this many training records."),
+        click.option("--max-train-samples", type=click.IntRange(1), default=None, help="Use at most this many training records per adapter (per topic with --per-topic)."),
         click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's epochs."),
         click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop each adapter after this many optimiser steps."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's learning rate."),

@@ -12,6 +12,7 @@ from strata.data.chunking import Chunk, chunk_section, dedup
 from strata.data.pdftext import sections_from_pdf
 from strata.errors import StrataError
 from strata.files import atomic_write_json, atomic_write_jsonl, now_iso, read_json, sha256_file
+from strata.modelfolder import resolve_base_model
 from strata.presets import load_preset
 from strata.settings import Settings
 
@@ -34,17 +35,20 @@ class DatasetPreset:
 
 
 def load_tokenizer(settings: Settings, tokenizer_dir: str | Path | None = None) -> Any:
-    """The base model's tokenizer (or `tokenizer_dir`'s); a clear error when it is not there."""
-    source = str(tokenizer_dir) if tokenizer_dir is not None else settings.base_model
+    """The tokenizer of `tokenizer_dir`, else of the base as training resolves it (a hub id: its models/<name>,
+    placed by hand or fetched once); a clear error when it is not there."""
+    hint = ("chunks are measured in the base model's tokens. Set BASE_MODEL or pass --base-model to a local HF model "
+            "dir, or run `strata kit tiny-base`.")
+    try:
+        source = Path(tokenizer_dir) if tokenizer_dir is not None else resolve_base_model(settings)
+    except StrataError as exc:
+        raise StrataError(f"cannot load the base model's tokenizer: {exc} ({hint})") from None
     try:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise StrataError(
-            f"cannot load a tokenizer from {source} ({type(exc).__name__}): chunks are measured in the base model's "
-            "tokens. Set BASE_MODEL or pass --base-model to a local HF model dir, or run `strata kit tiny-base`."
-        ) from None
+        raise StrataError(f"cannot load a tokenizer from {source} ({type(exc).__name__}): {hint}") from None
 
 
 def token_counter(tokenizer: Any) -> Callable[[str], int]:

@@ -151,7 +151,8 @@ def _adapter_sources(peft: Path, with_peft: bool, only: Sequence[str]) -> tuple[
         summary = read_summary(folder) or {}
         meta.append({"name": rel, "path": f"peft/{rel}", "level": summary.get("level"), "topic": summary.get("topic"),
                      "peft": summary.get("peft"), "base_fingerprint": summary.get("base_fingerprint"),
-                     "levels_below": [d.get("name") for d in summary.get("levels_below") or [] if isinstance(d, dict)]})
+                     "levels_below": [Path(d["path"]).name for d in summary.get("levels_below") or []
+                                      if isinstance(d, dict) and d.get("path")]})
     return sources, meta
 
 

@@ -22,9 +22,9 @@ class Block:
     labels: list[int]
 
 
-def load_records(path: Path, topics: list[str] | None = None, max_samples: int | None = None,
-                 what: str = "training data") -> list[dict[str, Any]]:
-    """Read a dataset JSONL, keep `topics` (None: all), cap at `max_samples`; name the missing step if absent."""
+def load_records(path: Path, topics: list[str] | None = None, what: str = "training data") -> list[dict[str, Any]]:
+    """Read a dataset JSONL, keep `topics` (None: all); name the missing step if absent. (--max-train-samples caps
+    each adapter's records once they are split by topic: trainer._jobs.)"""
     records = read_jsonl(path, f"{what}: run `strata build dataset` first (it writes data/processed/train.jsonl and val.jsonl)")
     if topics is not None:
         wanted = set(topics)
@@ -34,7 +34,7 @@ def load_records(path: Path, topics: list[str] | None = None, max_samples: int |
                               f"topics against the dataset's topics.")
     if not records:
         raise StrataError(f"{path} holds no records; rebuild the dataset with `strata build dataset`.")
-    return records[:max_samples] if max_samples else records
+    return records
 
 
 def topics_of(records: list[dict[str, Any]]) -> list[str]:

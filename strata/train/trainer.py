@@ -61,11 +61,11 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     device, dtype = pick_device(quantization)
     base_dir = resolve_base_model(settings, base_model)
     below = layers.levels_below(settings, level, base_dir)
-    records = batches.load_records(settings.train_jsonl, cfg.topics, max_train_samples)
+    records = batches.load_records(settings.train_jsonl, cfg.topics)
     # held-out text is optional: a small dataset may hold none (or none for these topics); then eval is skipped
     val = [r for r in read_jsonl(settings.val_jsonl, "rebuild it with `strata build dataset`")
            if cfg.topics is None or r.get("topic") in cfg.topics] if settings.val_jsonl.is_file() else []
-    jobs = _jobs(settings, level, per_topic, records, val)
+    jobs = _jobs(settings, level, per_topic, records, val, max_train_samples)
     if check and distributed.is_main():
         check_base(settings, base_dir, {f"level {level}": cfg.format})
     if only_topics is not None:
@@ -120,16 +120,19 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _jobs(settings: Settings, level: int, per_topic: bool, records: list[dict], val: list[dict]) -> list[Job]:
+def _jobs(settings: Settings, level: int, per_topic: bool, records: list[dict], val: list[dict],
+          max_samples: int | None = None) -> list[Job]:
+    """One job per adapter; `max_samples` caps each adapter's records (each topic's, after the split by topic)."""
+    cap = slice(max_samples)
     if not per_topic:
-        return [Job(f"level{level}", layers.level_dir(settings, level), records, val, None)]
+        return [Job(f"level{level}", layers.level_dir(settings, level), records[cap], val, None)]
     jobs = []
     for topic in batches.topics_of(records):
         if topic.startswith(".") or "/" in topic or topic == "merged" or topic.startswith("level"):
             raise StrataError(f"topic {topic!r} cannot name an adapter dir under {settings.peft}; rename its folder.")
         mine = [r for r in records if (r.get("topic") or DEFAULT_TOPIC) == topic]
         mine_val = [r for r in val if r.get("topic") == topic] or val  # no held-out text for it: judge on all
-        jobs.append(Job(topic, settings.peft / topic, mine, mine_val, topic))
+        jobs.append(Job(topic, settings.peft / topic, mine[cap], mine_val, topic))
     return jobs
 
 

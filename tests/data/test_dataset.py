@@ -13,6 +13,7 @@ from strata.data.dataset import build_dataset
 from strata.data.pdftext import join_lines, sections_from_pdf
 from strata.errors import StrataError
 from strata.kit.pdfs import HEADER_PREFIX, load_corpus
+from strata.settings import Settings
 
 CORPUS = load_corpus()
 
@@ -129,3 +130,16 @@ def test_missing_inputs_are_clear_errors(workspace, pretested, tmp_path):
     shutil.copytree(pretested.raw_pdfs, workspace.raw_pdfs, dirs_exist_ok=True)
     with pytest.raises(StrataError, match="BASE_MODEL.*strata kit tiny-base"):
         build_dataset(workspace, tokenizer_dir=tmp_path / "no-model")
+
+
+def test_a_hub_id_base_placed_under_models_gives_the_tokenizer_offline(workspace, built, tiny_base, monkeypatch):
+    """BASE_MODEL=org/name with the model placed at models/<name> (as the error tells users to do offline): the
+    dataset measures chunks with that folder's tokenizer, as training loads the base, instead of asking the hub."""
+    shutil.copy(built.pretest_json, workspace.pretest_json)
+    shutil.copytree(built.raw_pdfs, workspace.raw_pdfs, dirs_exist_ok=True)
+    shutil.copytree(tiny_base, workspace.models / "tiny-llama")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = Settings.resolve(workspace=workspace.workspace, base_model="kit/tiny-llama")
+    summary = build_dataset(settings)
+    assert sum(n["train"] for n in summary["counts"].values()) > 0
+    assert workspace.train_jsonl.read_text() == built.train_jsonl.read_text()  # the same tokenizer: tiny_base's

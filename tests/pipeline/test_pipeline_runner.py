@@ -108,3 +108,27 @@ def test_train_all_under_a_launcher_says_to_use_nproc(workspace, monkeypatch):
     with pytest.raises(StrataError, match=r"without torchrun / accelerate launch, as `strata build all --nproc N`"):
         run_all(workspace, levels=(1,), echo=lambda _: None)
     assert not list(workspace.runs.iterdir())
+
+
+def test_switching_the_base_between_hub_ids_reruns_what_reads_it(workspace, monkeypatch):
+    """A hub id is never a path: the base is hashed as the id plus its models/<name> folder, so another id (or the
+    same id's folder replaced) re-runs the stages that read the base; --base-model counts like BASE_MODEL."""
+    from strata.settings import Settings
+
+    for name in ("model-a", "model-b"):
+        (workspace.models / name).mkdir()
+        (workspace.models / name / "config.json").write_text(json.dumps({"name": name}))
+    calls: list[str] = []
+    stages = [Stage("reads-base", lambda settings, options, echo: calls.append(settings.base_model), ("base",))]
+
+    def run(base: str, options: Options = Options()) -> list[str]:
+        monkeypatch.setenv("BASE_MODEL", base)
+        return _statuses(run_stages(Settings.resolve(), stages, options, echo=lambda _: None))
+
+    assert run("org-one/model-a") == ["ok"]
+    assert run("org-one/model-a") == ["skipped"]
+    assert run("org-two/model-b") == ["ok"] and calls == ["org-one/model-a", "org-two/model-b"]
+    (workspace.models / "model-b" / "config.json").write_text(json.dumps({"name": "model-b", "revision": 2}))
+    assert run("org-two/model-b") == ["ok"]
+    assert run("org-two/model-b", Options(train={"base_model": "org-one/model-a"})) == ["ok"]
+    assert run("org-two/model-b", Options(train={"base_model": "org-one/model-a"})) == ["skipped"]

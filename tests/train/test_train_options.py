@@ -156,6 +156,19 @@ def test_a_failure_on_one_rank_stops_every_rank(ws, strata_env):
     assert (ws.peft / "level1").read_text() == "not a dir"
 
 
+def test_max_train_samples_caps_each_topic_layer_and_drops_none(ws, fast, capsys):
+    """--max-train-samples caps each adapter's records after the split by topic: with a cap below the first topic's
+    record count every topic still gets its layer, each planned on `cap` records."""
+    records = [json.loads(line) for line in ws.train_jsonl.read_text().splitlines()]
+    topics = list(dict.fromkeys(r["topic"] for r in records))
+    cap = 3
+    assert len(topics) > 1 and min(sum(r["topic"] == t for r in records) for t in topics) > cap
+    out = train_level(ws, 1, per_topic=True, overrides=fast, max_train_samples=cap, dry_run=True, progress=False)
+    assert out == [ws.peft / topic for topic in topics]
+    printed = capsys.readouterr().out
+    assert all(f"{topic}: {cap} records ->" in printed for topic in topics), printed
+
+
 def test_per_topic_layers_train_one_adapter_per_topic_on_the_levels_below(ws, trained, fast, tmp_path):
     """Sequentially, then with --nproc 2 (two worker processes, one topic each): the same dirs and files, and the
     same weights, since each topic trains alone either way."""
