@@ -185,7 +185,7 @@ def run_stages(settings: Settings, stages: list[Stage], options: Options, *, for
         record["stages"].append(entry)
         try:
             inputs = input_hashes(settings, options, stage.inputs)
-            entry.update(inputs=inputs, input_hash=mf.combined({k: v["hash"] for k, v in inputs.items()}))
+            entry.update(inputs=inputs, input_hash=mf.value_identity({k: v["hash"] for k, v in inputs.items()}))
             previous = None if force else mf.last_success(settings.runs, stage.name, exclude=path)
             if previous and previous.get("input_hash") == entry["input_hash"] \
                     and all(Path(p).exists() for p in previous.get("outputs", [])):

@@ -47,11 +47,6 @@ def value_identity(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def combined(hashes: dict[str, str]) -> str:
-    """One hash over a stage's named input hashes."""
-    return value_identity(hashes)
-
-
 def manifests(runs: Path) -> list[Path]:
     """Every run manifest under `runs`, oldest first (run ids sort by time)."""
     return sorted(runs.glob(f"*/{MANIFEST}")) if runs.is_dir() else []

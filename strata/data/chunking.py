@@ -125,16 +125,16 @@ def _minhash(shingles: set[str], n_hashes: int) -> list[int]:
     return [min((h ^ (seed * 0x9E3779B97F4A7C15)) & 0xFFFFFFFFFFFFFFFF for h in hashes) for seed in range(1, n_hashes + 1)]
 
 
-def dedup(items: list[tuple[str, str]], threshold: float = 0.8, shingle: int = 5, bands: int = 16,
+def dedup(texts: list[str], threshold: float = 0.8, shingle: int = 5, bands: int = 16,
           rows: int = 4) -> tuple[list[int], dict[str, int]]:
-    """Indices of (key, text) items to keep, in order: the first of exact duplicates (whitespace/case-insensitive)
+    """Indices of the texts to keep, in order: the first of exact duplicates (whitespace/case-insensitive)
     and of near-duplicates (word-shingle Jaccard >= threshold; MinHash LSH picks candidates) wins."""
     keep: list[int] = []
     exact: set[str] = set()
     buckets: dict[tuple[int, tuple[int, ...]], list[int]] = {}
     sets: dict[int, set[str]] = {}
     dropped = {"exact": 0, "near": 0}
-    for index, (_, text) in enumerate(items):
+    for index, text in enumerate(texts):
         normal = " ".join(text.lower().split())
         digest = hashlib.sha256(normal.encode()).hexdigest()
         if digest in exact:

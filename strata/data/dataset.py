@@ -124,7 +124,7 @@ def build_dataset(settings: Settings, preset: str = "dataset", tokenizer_dir: st
             for chunk in chunk_section(section, count, knobs.target_tokens, knobs.overlap_tokens,
                                        knobs.max_tokens, knobs.min_tokens):
                 chunks.append((source, chunk))
-    keep, dropped = dedup([(s["path"], c.text) for s, c in chunks], knobs.near_dup_threshold)
+    keep, dropped = dedup([c.text for _, c in chunks], knobs.near_dup_threshold)
     chunks = [chunks[i] for i in keep]
     held = _val_sections([(s["topic"], s["path"], c.heading) for s, c in chunks], knobs.val_fraction)
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}

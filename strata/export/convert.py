@@ -40,7 +40,7 @@ def model_stem(model_path: Path) -> str:
 
 
 def sample_text(val_jsonl: Path, records: int) -> tuple[str, str]:
-    """(text, source): the first val records joined (text / chat messages / prompt+completion), else a fixed sentence."""
+    """(text, source): the first val records joined (their text, else their chat messages), else a fixed sentence."""
     if not val_jsonl.is_file():
         return FALLBACK_TEXT, "fixed sentence (no val.jsonl)"
     parts: list[str] = []
@@ -55,9 +55,6 @@ def sample_text(val_jsonl: Path, records: int) -> tuple[str, str]:
                 parts.append(row["text"])
             elif isinstance(row.get("messages"), list):
                 parts.append("\n".join(str(m.get("content", "")) for m in row["messages"]))
-            else:
-                parts.append(" ".join(str(row[k]) for k in ("prompt", "instruction", "completion", "response", "output")
-                                      if isinstance(row.get(k), str)))
     text = "\n\n".join(p for p in parts if p.strip())
     return (text, str(val_jsonl)) if text else (FALLBACK_TEXT, f"fixed sentence ({val_jsonl} had no text)")
 

@@ -38,11 +38,6 @@ def hf_reference(model_dir: Path, tokens: list[int]) -> tuple[np.ndarray, str]:
         return model(torch.tensor([tokens])).logits[0].numpy(), model.config._attn_implementation
 
 
-def hf_logits(model_dir: Path, tokens: list[int]) -> np.ndarray:
-    """Logits [n_tokens, vocab] of an HF causal LM (fp32, CPU, the attention implementation its family needs)."""
-    return hf_reference(model_dir, tokens)[0]
-
-
 def gguf_logits(model_path: Path, tokens: list[int], lora: list[tuple[Path, float]] = (), n_threads: int = 2) -> np.ndarray:
     """Logits [n_tokens, vocab] from llama.cpp for one token sequence, optionally with GGUF LoRAs applied.
     A file llama.cpp refuses is a StrataError in its words (strata.export.gguf_load)."""

@@ -97,8 +97,7 @@ def test_injected_exact_and_near_duplicate_chunks_are_dropped(train):
     words[len(words) // 2] = "notably"
     near = " ".join(words)
     exact = "  " + texts[5].upper().replace(" ", "   ")
-    items = [(str(i), t) for i, t in enumerate(texts + [near, exact])]
-    keep, dropped = dedup(items)
+    keep, dropped = dedup(texts + [near, exact])
     assert keep == list(range(len(texts))) and dropped == {"exact": 1, "near": 1}
 
 

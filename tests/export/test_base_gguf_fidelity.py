@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from strata.export.fidelity import gguf_logits, hf_logits, relative_error, top1_agreement
+from strata.export.fidelity import gguf_logits, hf_reference, relative_error, top1_agreement
 
 
 def test_f16_gguf_logits_match_hf(tiny_base, base_gguf):
     from transformers import AutoTokenizer
 
     tokens = AutoTokenizer.from_pretrained(tiny_base)("A lessee classifies each lease at commencement.")["input_ids"]
-    want = hf_logits(tiny_base, tokens)
+    want = hf_reference(tiny_base, tokens)[0]
     got = gguf_logits(base_gguf, tokens)
     assert got.shape == want.shape
     assert relative_error(got, want) < 1e-2

@@ -38,14 +38,14 @@ def _topic_layer_serves_what_was_trained(settings, topic_dir: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from strata.export.fidelity import gguf_logits, hf_logits, relative_error
+    from strata.export.fidelity import gguf_logits, hf_reference, relative_error
 
     hf = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(settings.merged, dtype=torch.float32),
                                    topic_dir).merge_and_unload()
     hf.save_pretrained(settings.workspace / "merged_plus_topic")
     tokens = AutoTokenizer.from_pretrained(settings.merged)("A lessee measures the lease liability.")["input_ids"]
     f16 = next(settings.models.glob("*.F16.gguf"))
-    want = hf_logits(settings.workspace / "merged_plus_topic", tokens)
+    want = hf_reference(settings.workspace / "merged_plus_topic", tokens)[0]
     error = relative_error(gguf_logits(f16, tokens, lora=[(topic_dir / "adapter.gguf", 1.0)]), want)
     effect = relative_error(gguf_logits(f16, tokens), want)  # served model without the topic layer
     assert error < 1e-2 and effect > 3 * error, (error, effect)

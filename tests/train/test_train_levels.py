@@ -9,7 +9,7 @@ import pytest
 
 from strata.errors import StrataError
 from strata.export.adapter_gguf import FINGERPRINT_KEY, read_metadata
-from strata.export.fidelity import gguf_logits, hf_logits, relative_error
+from strata.export.fidelity import gguf_logits, hf_reference, relative_error
 from strata.files import sha256_file
 from strata.modelfolder import fingerprint
 from strata.settings import Settings
@@ -105,7 +105,7 @@ def test_adapter_ggufs_give_the_merged_models_logits(trained, tiny_base, base_gg
         for extra in tiny_base.iterdir():
             if extra.is_file() and not (dirs[name] / extra.name).exists():
                 shutil.copy(extra, dirs[name])
-    want = hf_logits(dirs["m12"], tokens)
+    want = hf_reference(dirs["m12"], tokens)[0]
     m1_gguf = convert_hf(dirs["m1"], tmp_path / "m1.gguf", "f16")
     on_merged = gguf_logits(m1_gguf, tokens, lora=[(level2 / "adapter.gguf", 1.0)])
     stacked = gguf_logits(base_gguf, tokens, lora=[(level1 / "adapter.gguf", 1.0), (level2 / "adapter.gguf", 1.0)])
@@ -115,7 +115,7 @@ def test_adapter_ggufs_give_the_merged_models_logits(trained, tiny_base, base_gg
     assert relative_error(stacked, want) < 1e-2
     assert relative_error(without, want) > 3 * error  # level 2 really changes the model beyond the tolerance
     level1_only = gguf_logits(base_gguf, tokens, lora=[(level1 / "adapter.gguf", 1.0)])
-    assert relative_error(level1_only, hf_logits(dirs["m1"], tokens)) < 1e-2
+    assert relative_error(level1_only, hf_reference(dirs["m1"], tokens)[0]) < 1e-2
 
 
 def test_level2_without_level1_says_train_level1_first(ws):
