@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,25 @@ class Job:
     records: list[dict[str, Any]]
     val_records: list[dict[str, Any]]
     topic: str | None
+
+
+@dataclass
+class Run:
+    """What every adapter of one train_level call shares: the workspace, the level and the stack it trains on, the
+    preset, and where and how it runs. `targets` is the current adapter's wrapped modules (set as each is wrapped)."""
+
+    settings: Settings
+    level: int
+    base_dir: Path
+    below: list[Path]
+    cfg: TrainPreset
+    peft: str
+    quantization: str
+    device: str
+    dtype: Any
+    preset: str | None
+    world_size: int
+    targets: dict[str, Any] = field(default_factory=dict)
 
 
 def train_level(settings: Settings, level: int, *, per_topic: bool = False, topics: list[str] | None = None,
@@ -85,9 +104,8 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     tokenizer.padding_side = "right"  # causal LM training: real tokens first, positions 0..n-1
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    context = {"settings": settings, "level": level, "base_dir": base_dir, "below": below, "cfg": cfg,
-               "peft": peft, "quantization": quantization, "device": device, "dtype": dtype, "preset": preset,
-               "world_size": nproc if dry_run and not per_topic else state.num_processes}  # a dry run plans --nproc
+    context = Run(settings, level, base_dir, below, cfg, peft, quantization, device, dtype, preset,
+                  world_size=nproc if dry_run and not per_topic else state.num_processes)  # a dry run plans --nproc
     threads = max(1, settings.n_threads // distributed.local_world_size()) if device == "cpu" else None
     with cpu_threads(threads):
         model = _load_model(settings, base_dir, below, device, dtype, quantization, cfg)
@@ -159,7 +177,7 @@ def _load_model(settings: Settings, base_dir: Path, below: list[Path], device: s
                                            gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry_run: bool,
+def _train_one(job: Job, model: Any, tokenizer: Any, ctx: Run, *, dry_run: bool,
                resume_from: str | None, progress: bool) -> Any:
     """Wrap `model` with a fresh adapter, train it on `job`, write the adapter dir (rank 0); return the bare model."""
     import torch
@@ -167,22 +185,22 @@ def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry
     from strata.train.targets import describe, wrap_lora
     from strata.train.trainargs import planned_steps
 
-    cfg: TrainPreset = ctx["cfg"]
+    cfg = ctx.cfg
     blocks = batches.build_blocks(job.records, tokenizer, cfg.format, cfg.max_seq_len)
     # eval_batches of the global batch: the same held-out blocks however many processes share them
     val_blocks = batches.build_blocks(job.val_records, tokenizer, cfg.format, cfg.max_seq_len)[
-        : cfg.eval_batches * cfg.batch_size * ctx["world_size"]] if job.val_records else []
-    steps = planned_steps(len(blocks), cfg, ctx["world_size"])
+        : cfg.eval_batches * cfg.batch_size * ctx.world_size] if job.val_records else []
+    steps = planned_steps(len(blocks), cfg, ctx.world_size)
     torch.manual_seed(cfg.seed)
-    peft_model, ctx["targets"] = wrap_lora(model, cfg, use_dora=ctx["peft"] == "dora")
+    peft_model, ctx.targets = wrap_lora(model, cfg, use_dora=ctx.peft == "dora")
     trainable, total = peft_model.get_nb_trainable_parameters()
     tokens = sum(len(b.input_ids) for b in blocks)
-    global_batch = cfg.batch_size * cfg.grad_accum * ctx["world_size"]
+    global_batch = cfg.batch_size * cfg.grad_accum * ctx.world_size
     if distributed.is_main():
         print(f"{job.name}: {len(job.records)} records -> {len(blocks)} blocks, {tokens} tokens; {steps} steps "
-              f"x {global_batch} blocks ({cfg.batch_size} x {cfg.grad_accum} accumulation x {ctx['world_size']} "
-              f"processes); trainable {trainable:,} of {total:,} params ({ctx['peft']}, r={cfg.r}, "
-              f"{describe(ctx['targets'])}); on {ctx['device']}; base + levels {[p.name for p in ctx['below']]}; "
+              f"x {global_batch} blocks ({cfg.batch_size} x {cfg.grad_accum} accumulation x {ctx.world_size} "
+              f"processes); trainable {trainable:,} of {total:,} params ({ctx.peft}, r={cfg.r}, "
+              f"{describe(ctx.targets)}); on {ctx.device}; base + levels {[p.name for p in ctx.below]}; "
               f"-> {job.out}" + (" [dry run: nothing trained or written]" if dry_run else ""), flush=True)
     if dry_run:
         return peft_model.unload()
@@ -196,7 +214,7 @@ def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry
     return peft_model.unload()
 
 
-def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, ctx: dict[str, Any],
+def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, ctx: Run,
          resume_from: str | None, progress: bool, steps: int) -> dict[str, Any]:
     """Run the Trainer on `blocks` (checkpoints under <adapter dir>/checkpoints/, TensorBoard events under
     <adapter dir>/tensorboard/), resuming from `resume_from`; return what the adapter dir records."""
@@ -207,9 +225,9 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
     from strata.train.trainargs import training_arguments
     from strata.train.trainmeter import meter_callback, progress_callback
 
-    cfg: TrainPreset = ctx["cfg"]
-    identity = {"total_steps": steps, "dataset_sha256": sha256_file(ctx["settings"].train_jsonl),
-                "blocks": len(blocks), "global_batch": cfg.batch_size * cfg.grad_accum * ctx["world_size"]}
+    cfg = ctx.cfg
+    identity = {"total_steps": steps, "dataset_sha256": sha256_file(ctx.settings.train_jsonl),
+                "blocks": len(blocks), "global_batch": cfg.batch_size * cfg.grad_accum * ctx.world_size}
     checkpoint = resume.resolve_resume(job.out, resume_from)
     if checkpoint is not None:
         saved = resume.read_marker(checkpoint, identity)
@@ -223,8 +241,8 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
             for folder in (resume.checkpoints_dir(job.out), job.out / TENSORBOARD):
                 shutil.rmtree(folder, ignore_errors=True)
         distributed.barrier()
-    args = training_arguments(cfg, resume.checkpoints_dir(job.out), steps=steps, device=ctx["device"],
-                              dtype=ctx["dtype"], evaluate_first=bool(val_blocks) and checkpoint is None,
+    args = training_arguments(cfg, resume.checkpoints_dir(job.out), steps=steps, device=ctx.device,
+                              dtype=ctx.dtype, evaluate_first=bool(val_blocks) and checkpoint is None,
                               progress=progress)
     reported, tensorboard = list(args.report_to), "tensorboard" in args.report_to
     if tensorboard:  # strata's own TensorBoard callback, so the events land beside loss.jsonl
@@ -247,7 +265,7 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
     evals = [row for row in history if "eval_loss" in row]
     from strata.train.trainmeter import peak_memory_mb
 
-    peak, measured = peak_memory_mb(ctx["device"])
+    peak, measured = peak_memory_mb(ctx.device)
     return {"log": [_log_row(row) for row in history if "loss" in row or "eval_loss" in row],
             "total_steps": trainer.state.global_step, "started_at": saved["started_at"],
             "resumed_from_step": resume.checkpoint_step(checkpoint) if checkpoint else None,

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strata.export.adapter_gguf import DORA_MESSAGE, FINGERPRINT_KEY, export_adapter_gguf
 from strata.files import atomic_write_jsonl, now_iso, sha256_file
@@ -18,10 +18,13 @@ from strata.settings import DEFAULT_TOPIC
 from strata.train import layers
 from strata.train.lossplot import plot_loss
 
+if TYPE_CHECKING:
+    from strata.train.trainer import Run
+
 GGUF = "adapter.gguf"
 
 
-def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[str, Any]) -> Path:
+def write_adapter_dir(job: Any, peft_model: Any, ctx: Run, run: dict[str, Any]) -> Path:
     """Build every output in a staging dir, then move each into `job.out`; the summary goes last, so a dir
     whose summary matches its weights is always complete (that is what `levels_below` checks)."""
     out: Path = job.out
@@ -29,15 +32,15 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
         peft_model.save_pretrained(stage)
-        base_fp = fingerprint(ctx["base_dir"])
+        base_fp = fingerprint(ctx.base_dir)
         plot_loss(atomic_write_jsonl(stage / "loss.jsonl", run["log"]), stage / "loss.png", title=f"{job.name} loss")
-        if ctx["peft"] == "dora":
+        if ctx.peft == "dora":
             gguf_note = DORA_MESSAGE
             print(f"{job.name}: {DORA_MESSAGE}.")
             (out / GGUF).unlink(missing_ok=True)  # an older LoRA export would not match these weights
         else:
             # the log goes beside the adapter dir's files: it must outlive the staging dir, removed on failure
-            export_adapter_gguf(stage, ctx["base_dir"], stage / GGUF, base_fp, log=out / f"{GGUF}.log")
+            export_adapter_gguf(stage, ctx.base_dir, stage / GGUF, base_fp, log=out / f"{GGUF}.log")
             gguf_note = None
         summary = _summary(job, ctx, run, base_fp, stage, gguf_note)
         (stage / SUMMARY).write_text(json.dumps(summary, indent=2))
@@ -50,9 +53,9 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
     return out
 
 
-def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, stage: Path,
+def _summary(job: Any, ctx: Run, run: dict[str, Any], base_fp: str, stage: Path,
              gguf_note: str | None) -> dict[str, Any]:
-    settings, level, below = ctx["settings"], ctx["level"], ctx["below"]
+    settings, level, below = ctx.settings, ctx.level, ctx.below
     losses = [r["loss"] for r in run["log"] if "loss" in r]
     tail = losses[-max(1, len(losses) // 10):]
     stack = [str(d / GGUF) for d in below]
@@ -60,11 +63,11 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
         "name": job.name,
         "level": level,
         "topic": job.topic,
-        "peft": ctx["peft"],
-        "quantization": ctx["quantization"],
-        "preset": ctx["preset"] or f"levels/level{level}",
-        "hyperparameters": asdict(ctx["cfg"]),
-        "target_modules": ctx["targets"],  # the modules actually wrapped (roles resolved) and their parameter count
+        "peft": ctx.peft,
+        "quantization": ctx.quantization,
+        "preset": ctx.preset or f"levels/level{level}",
+        "hyperparameters": asdict(ctx.cfg),
+        "target_modules": ctx.targets,  # the modules actually wrapped (roles resolved) and their parameter count
         "dataset": {
             "train": str(settings.train_jsonl), "train_sha256": run["dataset_sha256"],
             "val": str(settings.val_jsonl),
@@ -73,7 +76,7 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
             "topics": sorted({r.get("topic") or DEFAULT_TOPIC for r in job.records}),
             "blocks": run["blocks"], "val_blocks": run["val_blocks"], "tokens": run["tokens"],
         },
-        "base_model": str(ctx["base_dir"]),
+        "base_model": str(ctx.base_dir),
         "base_fingerprint": base_fp,
         "levels_below": layers.describe_levels(below),
         "adapter_sha256": sha256_file(stage / "adapter_model.safetensors"),
@@ -95,16 +98,16 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
             "path": None if gguf_note else GGUF,
             "note": gguf_note,
             "metadata": None if gguf_note else {FINGERPRINT_KEY: base_fp},
-            "converted_against": str(ctx["base_dir"]),
+            "converted_against": str(ctx.base_dir),
             "serve": ("apply this adapter at scale 1.0 on top of the base GGUF together with the levels below it, "
                       "in order, or alone on a GGUF of the base with those levels merged "
                       "(`strata build merge --levels 1..N-1` then `strata build convert`)") if below else
                      "apply this adapter on the base GGUF (convert of the base model above)",
             "stack": stack + ([str(job.out / GGUF)] if not gguf_note else []),
         },
-        "device": ctx["device"],
-        "world_size": ctx["world_size"],
-        "dtype": str(ctx["dtype"]).removeprefix("torch."),
+        "device": ctx.device,
+        "world_size": ctx.world_size,
+        "dtype": str(ctx.dtype).removeprefix("torch."),
         "versions": {name: _version(name) for name in ("torch", "transformers", "peft", "accelerate", "llama-cpp-python",
                                                        "strata")},
         "finished_at": now_iso(),
