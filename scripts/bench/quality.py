@@ -33,8 +33,8 @@ def base_model(root: Path, size: str, pretrain_steps: int) -> Path:
 
 def prepared(root: Path, base: Path) -> Settings:
     """One workspace with the kit PDFs pretested, chunked and synthesized (extractive), shared by every run."""
-    from strata.build.dataset import build_dataset
-    from strata.build.pretest import run_pretest
+    from strata.data.dataset import build_dataset
+    from strata.data.pretest import run_pretest
     from strata.data.synthesis import synthesize
     from strata.kit.pdfs import write_sample_pdfs
 
@@ -51,9 +51,9 @@ def prepared(root: Path, base: Path) -> Settings:
 def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: int) -> dict:
     """Levels 1-3 + topic layers on `variant`'s data (explain: no pairs_train, so the chat levels read the old
     Explain records), merge, convert, gate on the same held-out pairs."""
-    from strata.build.convert import convert_model
-    from strata.build.merge import merge_levels
-    from strata.build.train import train_level
+    from strata.export.convert import convert_model
+    from strata.export.merge import merge_levels
+    from strata.train.trainer import train_level
     from strata.qa.gate import run_gate
 
     settings = Settings.resolve(workspace=root / f"{variant}-seed{seed}", base_model=data.base_model, env={},

@@ -1,1 +1,1 @@
-"""Data stage: PDF text, pretest, chunking, dataset, question/answer synthesis, archive."""
+"""Data stage: PDF text, pretest, chunking, the train/val dataset and the PDF archive."""

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from strata.build.chunking import SENTENCE
+from strata.data.chunking import SENTENCE
 
 # (type, pattern on one sentence, question templates). Templates see {subject} (the sentence's grammatical subject),
 # {condition} and {section}; the answer is the whole sentence (plus the next one for lists and scenarios when it

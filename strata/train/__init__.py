@@ -1,1 +1,1 @@
-"""Training stage: the Trainer wrapper, batches, roles, layers, resume, launch, records, pairs."""
+"""Train stage: layered LoRA adapters on a base model (the Trainer wrapper, presets, batches, targets, layers on disk, resume, launch, records)."""

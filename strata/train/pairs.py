@@ -67,8 +67,8 @@ def has_pairs(settings: Settings) -> bool:
     return settings.pairs_train_jsonl.is_file()
 
 
-def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str], general_share: float,
-              max_samples: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str],
+              general_share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, val) chat records from pairs_train / pairs_val, with round(general_share x train) general records
     mixed into train (tagged topic `general`, so a per-topic run keeps them with every topic)."""
     hint = "run `strata build synthesize` first (it writes data/processed/pairs_train.jsonl)"
@@ -76,14 +76,13 @@ def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str]
     if not pairs:
         raise StrataError(f"{settings.pairs_train_jsonl} has no pairs for topics {topics}; check --topics against "
                           "synthesis_summary.json")
-    train = [chat_record(p, phrasings) for p in pairs][:max_samples]
+    train = [chat_record(p, phrasings) for p in pairs]
     val_pairs = read_jsonl(settings.pairs_val_jsonl, hint) if settings.pairs_val_jsonl.is_file() else []
     val = [chat_record(p, phrasings[:1]) for p in _filter(val_pairs, topics)]
     return train + general_records(math.ceil(general_share * len(train)), phrasings), val
 
 
-def text_data(settings: Settings, topics: list[str] | None,
-              max_samples: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def text_data(settings: Settings, topics: list[str] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, val) text records: every chunk (train.jsonl and val.jsonl: with pairs, no section is held out) plus
     the teacher's paraphrases; val is the held-out pairs as question + answer text."""
     hint = "run `strata build dataset` first"
@@ -91,7 +90,7 @@ def text_data(settings: Settings, topics: list[str] | None,
     for extra in (settings.val_jsonl, settings.paraphrases_jsonl):
         if Path(extra).is_file():
             chunks += read_jsonl(extra, hint)
-    train = _filter([r for r in chunks if r.get("text")], topics)[:max_samples]
+    train = _filter([r for r in chunks if r.get("text")], topics)
     val_pairs = read_jsonl(settings.pairs_val_jsonl, hint) if settings.pairs_val_jsonl.is_file() else []
     val = [{"id": p["id"], "topic": p["topic"], "text": f"{p['question']}\n{p['answer']}"}
            for p in _filter(val_pairs, topics)]
