@@ -107,7 +107,7 @@ def table(runs: list[dict]) -> str:
         verdicts = [v for r in mine for v in r["gate"]["verdicts"].values()]
         base = [statistics.mean(v["base_f1"] or 0 for v in r["gate"]["verdicts"].values()) for r in mine]
         own = [statistics.mean(v["own_f1"] or 0 for v in r["gate"]["verdicts"].values()) for r in mine]
-        gain = [statistics.mean(v["f1_gain"] or 0 for v in r["gate"]["verdicts"].values()) for r in mine]
+        gain = [statistics.mean((v["own_f1"] or 0) - (v["base_f1"] or 0) for v in r["gate"]["verdicts"].values()) for r in mine]
         ratio = [statistics.mean(v["general_ppl_ratio"] or 0 for v in r["gate"]["verdicts"].values()) for r in mine]
         lines.append(f"| {variant} | {len(mine)} | {spread(base)} | {spread(own)} | {spread(gain)} | "
                      f"{sum(v['passed'] for v in verdicts)}/{len(verdicts)} | {spread(ratio)} |")

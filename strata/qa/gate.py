@@ -10,7 +10,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from strata.errors import StrataError
 from strata.files import atomic_write_json, atomic_write_text, read_jsonl
@@ -27,7 +27,8 @@ SUMMARY_FILE = "training_summary.json"
 class GatePreset:
     """presets/gate.yaml: what a topic layer must do to pass."""
 
-    min_f1_gain: float = 0.02  # X: own-topic F1 over the base, on that topic's held-out pairs
+    metric: Literal["f1", "rouge_l", "perplexity"] = "f1"  # what "beats the base on its own topic" compares
+    min_gain: float = 0.02  # X: own-topic gain over the base (F1 / ROUGE-L points; perplexity: relative drop)
     max_general_ppl_increase: float = 0.15  # Y: general-prompt perplexity may rise at most this share over the base
     max_pairs_per_topic: int = 40
     max_tokens: int = 64
@@ -91,25 +92,35 @@ def _cell(results: list[dict[str, Any]]) -> dict[str, Any]:
             "pairs": len(results), "errors": len(results) - len(done)}
 
 
+def _gain(own: dict[str, Any], base: dict[str, Any], metric: str) -> float | None:
+    """How much `own` beats `base`: points of F1 / ROUGE-L, or the relative drop of perplexity."""
+    if own.get(metric) is None or base.get(metric) is None:
+        return None
+    if metric == "perplexity":
+        return (base[metric] - own[metric]) / base[metric]
+    return own[metric] - base[metric]
+
+
 def verdict(layer: str, topic: str, matrix: dict, general: dict, preset: GatePreset) -> dict[str, Any]:
-    """Passed when the layer beats the base on its own topic by >= min_f1_gain F1 and its general-prompt perplexity
+    """Passed when the layer beats the base on its own topic by >= min_gain F1 and its general-prompt perplexity
     rose by at most max_general_ppl_increase; `reasons` says what failed, with the numbers."""
     own, base = matrix[layer].get(topic) or {}, matrix[BASE].get(topic) or {}
-    gain = (own.get("f1") or 0.0) - (base.get("f1") or 0.0) if own.get("f1") is not None else None
+    gain = _gain(own, base, preset.metric)
     ratio = (general[layer]["perplexity"] / general[BASE]["perplexity"]
              if general[layer].get("perplexity") and general[BASE].get("perplexity") else None)
     reasons = []
     if gain is None:
         reasons.append(f"no held-out pairs of its topic {topic} were scored")
-    elif gain < preset.min_f1_gain:
-        reasons.append(f"own-topic F1 {own['f1']:.3f} vs base {base.get('f1') or 0:.3f}: gain {gain:+.3f} < "
-                       f"{preset.min_f1_gain:+.3f}")
+    elif gain < preset.min_gain:
+        reasons.append(f"own-topic {preset.metric} {own[preset.metric]:.3f} vs base {base[preset.metric]:.3f}: gain "
+                       f"{gain:+.3f} < {preset.min_gain:+.3f}")
     if ratio is None:
         reasons.append("general-prompt perplexity could not be measured")
     elif ratio - 1 > preset.max_general_ppl_increase:
         reasons.append(f"general-prompt perplexity rose {ratio - 1:+.1%} over the base (limit "
                        f"{preset.max_general_ppl_increase:+.1%})")
-    return {"layer": layer, "topic": topic, "own_f1": own.get("f1"), "base_f1": base.get("f1"), "f1_gain": gain,
+    return {"layer": layer, "topic": topic, "own_f1": own.get("f1"), "base_f1": base.get("f1"), "metric": preset.metric,
+            "gain": gain,
             "general_ppl_ratio": ratio, "general_drift": general[layer].get("drift"), "passed": not reasons,
             "reasons": reasons}
 
@@ -212,8 +223,8 @@ def format_matrix(record: dict[str, Any]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     preset = record["preset"]
-    lines.append(f"cells: F1 / ROUGE-L / perplexity of the held-out answers; gate: own-topic F1 gain >= "
-                 f"{preset['min_f1_gain']:+.3f} over base and general perplexity rise <= "
+    lines.append(f"cells: F1 / ROUGE-L / perplexity of the held-out answers; gate: own-topic {preset['metric']} gain >= "
+                 f"{preset['min_gain']:+.3f} over base and general perplexity rise <= "
                  f"{preset['max_general_ppl_increase']:.0%}")
     for v in record["verdicts"].values():
         if not v["passed"]:

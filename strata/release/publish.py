@@ -162,7 +162,7 @@ def _gate_verdict(summary: dict[str, Any]) -> dict[str, Any] | None:
     gate = summary.get("gate")
     if not isinstance(gate, dict):
         return None
-    return {k: gate.get(k) for k in ("passed", "topic", "own_f1", "base_f1", "f1_gain", "general_ppl_ratio",
+    return {k: gate.get(k) for k in ("passed", "topic", "own_f1", "base_f1", "metric", "gain", "general_ppl_ratio",
                                      "general_drift", "reasons", "run_dir")}
 
 

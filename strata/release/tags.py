@@ -95,8 +95,8 @@ def promote(store: Store, ref: str, tag: str, force: bool = False) -> tuple[dict
     manifest, _ = load(store, name, version)
     problems = qa_problems(manifest)
     if problems and not force:
-        raise StrataError(f"refusing to promote {name}@{version} to {tag!r}: {problems[0]}; fix it and publish a new "
-                          "version, or pass --force to promote anyway.")
+        raise StrataError(f"refusing to promote {name}@{version} to {tag!r}: {'; '.join(problems)}; fix it and "
+                          "publish a new version, or pass --force to promote anyway.")
     return set_tag(store, name, tag, version), problems
 
 
