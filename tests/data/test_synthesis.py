@@ -164,3 +164,34 @@ def test_killed_llm_synthesis_resumes_without_duplicates(built, base_gguf, tmp_p
     assert len({p["id"] for p in pairs}) == len(pairs)
     assert len({(p["chunk_id"], p["question"]) for p in pairs}) == len(pairs)
     assert len(list(cache.glob("*.json"))) == 8
+
+
+def test_synthesize_is_a_train_all_stage_skipped_when_unchanged(built, tmp_path):
+    from strata.pipeline import Options, default_stages, run_stages
+
+    settings = _copy(built, tmp_path / "ws")
+    stages = [s for s in default_stages(Options()) if s.name in ("pretest", "dataset", "synthesize")]
+    options = Options()
+    first = run_stages(settings, stages, options, echo=lambda _: None)
+    assert [s["status"] for s in first["stages"]] == ["ok", "ok", "ok"]
+    assert first["stages"][2]["result"]["generator"] == "extractive" and settings.pairs_val_jsonl.is_file()
+    again = run_stages(settings, stages, options, echo=lambda _: None)
+    assert [s["status"] for s in again["stages"]] == ["skipped", "skipped", "skipped"]
+    changed = Options(train=options.train, synthesis={"generator": "extractive", "teacher_url": None})
+    third = run_stages(settings, stages, changed, echo=lambda _: None)  # a synthesis option changed: it reruns
+    assert [s["status"] for s in third["stages"]] == ["skipped", "skipped", "ok"]
+
+
+def test_cli_data_prep_alias_writes_pairs(built, tmp_path):
+    from click.testing import CliRunner
+
+    from strata.cli import main as cli
+
+    settings = _copy(built, tmp_path / "ws")
+    result = CliRunner().invoke(cli, ["build", "data_prep", "--generator", "extractive", "--workspace",
+                                      str(settings.workspace)])
+    assert result.exit_code == 0, result.output
+    assert "held-out pairs" in result.output and "rejected:" in result.output
+    assert read_jsonl(settings.pairs_train_jsonl, "") and settings.synthesis_summary.is_file()
+    missing = CliRunner().invoke(cli, ["build", "synthesize", "--workspace", str(tmp_path / "empty")])
+    assert missing.exit_code != 0 and "strata build dataset" in missing.output
