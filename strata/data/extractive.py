@@ -42,7 +42,9 @@ _LEADS = frozenset("because although though if when while since as for in on at 
 # A subject ends at its verb (or the first comma): "The useful life of an intangible asset is ..." -> the useful life ...
 _VERB = re.compile(r"^(?:is|are|was|were|has|have|had|must|may|might|can|cannot|should|would|will|shall|does|do|"
                    r"requires?|applies|apply|depends?|includes?|makes?|recognizes?|measures?|presents?|uses?|"
-                   r"determines?|allocates?|qualifies|prevails|becomes?|remains?|needs?)$")
+                   r"determines?|allocates?|qualifies|prevails|becomes?|remains?|needs?|equals?|begins|ends|"
+                   r"results?|occurs?|arises?|follows?|reflects?|represents?|provides?|gives?|conveys?|contains?|"
+                   r"covers?|lacks?|means|refers)$")
 SUMMARY = ("What does the guidance on {section} say first?", "Summarise the main point of {section}.",
            "What is the key statement about {section}?")
 UNANSWERABLE = "The document does not say."
@@ -75,8 +77,10 @@ def _pick(options: tuple[str, ...], key: str) -> str:
 
 
 def _clean(phrase: str) -> str:
+    """Trim punctuation and spaces; lower-case the first word unless it is an acronym (ASC, IFRS)."""
     phrase = " ".join(phrase.strip(" ,;:").split())
-    return phrase[0].lower() + phrase[1:] if phrase[:2].istitle() and not phrase[:2].isupper() else phrase
+    first = phrase.split(" ", 1)[0] if phrase else ""
+    return phrase[0].lower() + phrase[1:] if first and not (first.isupper() and len(first) > 1) else phrase
 
 
 def subject_of(sentence: str) -> str | None:
@@ -114,7 +118,10 @@ def generate(chunk: dict[str, Any], previous: str | None, per_type: int = 1, una
             if not match or made >= per_type:
                 continue
             fields = {k: _clean(v) for k, v in match.groupdict().items() if v}
-            fields["subject"] = fields.pop("lead", None) or fields.get("subject") or subject_of(sentence) or ""
+            lead = fields.pop("lead", None)
+            fields["subject"] = (subject_of(lead) if lead else fields.get("subject") or subject_of(sentence)) or ""
+            if fields["subject"].split(" ", 1)[0].lower() in _LEADS:  # a clause ("when none of ..."), not a noun
+                fields["subject"] = ""
             if not fields["subject"] and "{subject}" in "".join(templates):
                 continue
             answer = sentence
