@@ -14,6 +14,7 @@ Echo = Callable[[str], None]
 # Sized for 2 CPU cores and the tiny model (short blocks, few steps, a higher lr so the adapters visibly learn);
 # real runs use the level presets as they are.
 QUICK_TRAINING = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
+TOPIC_TRAINING = {"max_steps": 40}  # topic layers: presets/levels/topic.yaml's step budget, capped here
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class DemoOptions:
     base_size: str = "demo"
     pretrain_steps: int = 300
     training: dict[str, Any] = field(default_factory=lambda: dict(QUICK_TRAINING))
+    topic_training: dict[str, Any] = field(default_factory=lambda: dict(TOPIC_TRAINING))
     qa_max_tokens: int = 32
 
 
@@ -57,6 +59,7 @@ def _train_all(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     from strata.pipeline import run_all
 
     record = run_all(settings, per_topic=True, levels=(1, 2, 3), quant="Q4_K_M", train_overrides=options.training,
+                     topic_overrides=options.topic_training,
                      echo=echo)
     gate = next((s for s in record["stages"] if s["name"] == "gate"), None)
     if gate and gate["status"] == "skipped" and gate.get("result"):  # a fresh gate printed its matrix as it ran

@@ -15,7 +15,7 @@ from strata.settings import Settings
 
 Echo = Callable[[str], None]
 TOPIC_PRESET = "levels/topic"  # topic layers: a step budget from their tokens, not the top level's epochs
-BUDGET_KEYS = ("max_steps", "epochs")
+BUDGET_KEYS = ("epochs",)  # --max-steps still caps them
 TRAIN_KWARGS = ("max_train_samples", "peft", "quantization", "topics", "base_model", "preset")
 
 
@@ -116,7 +116,7 @@ def _train_call(level: int, per_topic: bool, preset: str | None = None) -> Calla
         from strata.train.trainer import train_level
 
         kwargs, overrides = _train_args(options)
-        if per_topic:  # topic layers budget their steps from their tokens: the levels' step count does not apply
+        if per_topic:  # topic layers budget their steps from their tokens, not the levels' epochs
             overrides = {k: v for k, v in overrides.items() if k not in BUDGET_KEYS} | options.topic_train
         written = train_level(settings, level, per_topic=per_topic, progress=options.progress, overrides=overrides,
                               nproc=options.nproc, check=False, **({"preset": preset} | kwargs))  # preflight ran

@@ -7,7 +7,8 @@ from pathlib import Path
 from strata.demo import STAGES, DemoOptions, run_demo
 
 QUICK = DemoOptions(base_size="test", pretrain_steps=20, qa_max_tokens=8,
-                    training={"max_steps": 4, "max_seq_len": 128, "batch_size": 4, "grad_accum": 1, "lr": 1e-3})
+                    training={"max_steps": 4, "max_seq_len": 128, "batch_size": 4, "grad_accum": 1, "lr": 1e-3},
+                    topic_training={"max_steps": 4})
 
 
 def test_demo_runs_every_stage_and_leaves_pod_paths_alone(tmp_path, monkeypatch):
@@ -28,3 +29,4 @@ def test_demo_runs_every_stage_and_leaves_pod_paths_alone(tmp_path, monkeypatch)
     assert pod_model.read_bytes() == b"the pod's real model"
     assert not (tmp_path / "pod" / "archive").exists()
     assert any(line.startswith("[4/4]") for line in lines)
+    assert any("general ppl / drift" in line for line in lines)  # the gate's per-topic matrix was printed
