@@ -37,7 +37,8 @@ def run_qa(settings: Settings, *, server: str | None = None, model: str | os.Pat
         raise StrataError("pass either --server URL or --model M.gguf, not both")
     if max_tokens < 1:
         raise StrataError(f"--max-tokens must be at least 1, got {max_tokens}")
-    prompt_set = val_prompts(settings.val_jsonl, from_val) if from_val else load_prompt_set(prompts)
+    held_out = settings.pairs_val_jsonl if settings.pairs_val_jsonl.is_file() else settings.val_jsonl  # pairs first
+    prompt_set = val_prompts(held_out, from_val) if from_val else load_prompt_set(prompts)
     layer_paths = list(layers) if layers is not None else discover_layers(settings.peft)
     plan = build_plan(layer_paths, blends, settings.peft)
     gates = [parse_gate(spec, GATEABLE) for spec in fail_under]
@@ -157,7 +158,8 @@ def _active(listing: list[dict]) -> list[tuple[str, float]]:
 
 
 def _perplexity_texts(settings: Settings, prompt_set: PromptSet) -> tuple[list[str], str]:
-    texts, source = val_texts(settings.val_jsonl), str(settings.val_jsonl)
+    held_out = settings.pairs_val_jsonl if settings.pairs_val_jsonl.is_file() else settings.val_jsonl
+    texts, source = val_texts(held_out), str(held_out)
     if not texts:
         texts, source = prompt_set.references, f"references of {prompt_set.source}"
     return [text[:PPL_CHARS] for text in texts[:PPL_TEXTS]], source
