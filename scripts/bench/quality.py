@@ -48,7 +48,7 @@ def prepared(root: Path, base: Path) -> Settings:
     return settings
 
 
-def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: int) -> dict:
+def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: int, level_steps: int) -> dict:
     """Levels 1-3 + topic layers on `variant`'s data (explain: no pairs_train, so the chat levels read the old
     Explain records), merge, convert, gate on the same held-out pairs."""
     from strata.export.convert import convert_model
@@ -66,7 +66,8 @@ def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: in
         settings.pairs_train_jsonl.unlink()
     started = time.monotonic()
     for level in (1, 2, 3):
-        train_level(settings, level, overrides=QUICK | {"seed": seed}, progress=False, check=False)
+        train_level(settings, level, overrides=QUICK | {"seed": seed, "max_steps": level_steps}, progress=False,
+                    check=False)
     topic = {k: v for k, v in QUICK.items() if k not in ("max_steps",)} | {"seed": seed, "min_steps": topic_steps,
                                                                             "max_steps": topic_steps}
     train_level(settings, 4, per_topic=True, preset="levels/topic", overrides=topic, progress=False, check=False)
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--size", default="demo", help="tiny base spec (strata.kit.tiny_base.SPECS)")
     parser.add_argument("--pretrain-steps", type=int, default=300)
     parser.add_argument("--topic-steps", type=int, default=40)
+    parser.add_argument("--level-steps", type=int, default=QUICK["max_steps"])
     parser.add_argument("--teacher-chunks", type=int, default=8)
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
@@ -128,12 +130,13 @@ def main() -> None:
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for variant in VARIANTS:  # interleaved: both variants of a seed run back to back on the same machine state
-            runs.append(one_run(data, args.root, variant, seed, args.topic_steps))
+            runs.append(one_run(data, args.root, variant, seed, args.topic_steps, args.level_steps))
             print(f"{variant} seed {seed}: {runs[-1]['seconds']} s, gate passed {runs[-1]['gate']['passed']}",
                   flush=True)
     throughput = teacher_throughput(data, args.root, args.teacher_chunks)
     result = {"runs": runs, "teacher": throughput, "table": table(runs), "size": args.size,
-              "pretrain_steps": args.pretrain_steps, "topic_steps": args.topic_steps, "levels_training": QUICK}
+              "pretrain_steps": args.pretrain_steps, "topic_steps": args.topic_steps, "level_steps": args.level_steps,
+              "levels_training": QUICK}
     (args.root / "quality.json").write_text(json.dumps(result, indent=2, default=str))
     print(result["table"])
     print("teacher:", json.dumps(throughput))
