@@ -180,7 +180,7 @@ def default_stages(options: Options) -> list[Stage]:
     data = ("train", "val", "pairs_train", "pairs_val", "base", "opt:train")
     stages = [Stage("pretest", _pretest, ("pdfs", "preset:pretest"), ("pretest",)),
               Stage("dataset", _dataset, ("pretest", "pdfs", "preset:dataset", "base"), ("train", "val", "dataset_summary")),
-              Stage("synthesize", _synthesize, ("train", "val", "preset:synthesis", "opt:synthesis"),
+              Stage("synthesize", _synthesize, ("train", "val", "base", "preset:synthesis", "opt:synthesis"),
                     ("pairs_train", "pairs_val", "synthesis_summary"))]
     for level in levels:
         below = tuple(f"peft:level{k}" for k in range(1, level))
