@@ -24,6 +24,8 @@ from strata.errors import StrataError
 from strata.files import read_jsonl
 from strata.settings import Settings
 
+pytestmark = pytest.mark.timeout(2400)  # llm tests serve a GGUF and ask it per chunk: slow on a shared box
+
 
 def _copy(built: Settings, root: Path) -> Settings:
     settings = Settings.resolve(workspace=root, base_model=built.base_model, env={})
@@ -64,7 +66,8 @@ def test_extractive_pairs_cite_real_pages_of_real_pdfs(built, tmp_path):
             continue
         with pymupdf.open(settings.raw_pdfs / pair["source"]) as doc:  # the answer is on the pages it cites
             cited = _norm(" ".join(doc[p - 1].get_text() for p in pair["pages"]))
-        assert _norm(pair["answer"])[:50] in cited, pair
+        answer = _norm(pair["answer"])  # its start and its end (a sentence may run over a page break and footer)
+        assert answer[:30] in cited and answer[-30:] in cited, pair
     questions = [p["question"] for p in train + val]
     assert len(questions) == len(set(questions))
     # held out: pairs, not sections; every section of the dataset still trains

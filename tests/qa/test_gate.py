@@ -15,6 +15,7 @@ from strata.errors import StrataError
 from strata.files import atomic_write_jsonl, read_jsonl
 from strata.settings import Settings
 
+pytestmark = pytest.mark.timeout(3600)  # a real build: pretest -> ... -> gate, then a retrain and two more gates
 TOPICS = ["ASC_Financial_Accounting", "ASC_Leases"]
 LEVELS = {"max_steps": 4, "max_seq_len": 128, "batch_size": 4, "grad_accum": 1, "lr": 1e-3, "topics": TOPICS}
 TOPIC = {"min_steps": 16, "max_steps": 16, "lr": 5e-3, "save_steps": 1000}
