@@ -137,18 +137,24 @@ def select(chunk: dict[str, Any], drafts: Iterable[Draft], kept_questions: list[
 
 def split(pairs: list[dict[str, Any]], fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, val): per topic, the pairs whose id hashes lowest up to `fraction` (>= 1 when a topic has >= 2
-    answerable pairs). Unanswerable pairs always train: they teach the refusal, and a held-out one measures nothing."""
+    answerable pairs), never a section's last training pair, so every section trains. Unanswerable pairs always
+    train: they teach the refusal, and a held-out one measures nothing."""
     by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for pair in pairs:
         if pair["type"] != "unanswerable":
             by_topic[pair["topic"]].append(pair)
     held: set[str] = set()
+    left = Counter((p["source"], p["section"]) for p in pairs)  # training pairs each section still has
     for mine in by_topic.values():
         if len(mine) < 2 or fraction <= 0:
             continue
-        ranked = sorted(mine, key=lambda p: _share(p["id"]))
-        count = min(len(ranked) - 1, max(1, round(fraction * len(ranked))))
-        held |= {p["id"] for p in ranked[:count]}
+        count = min(len(mine) - 1, max(1, round(fraction * len(mine))))
+        for pair in sorted(mine, key=lambda p: _share(p["id"])):
+            if len(held & {p["id"] for p in mine}) >= count:
+                break
+            if left[(pair["source"], pair["section"])] > 1:
+                held.add(pair["id"])
+                left[(pair["source"], pair["section"])] -= 1
     return [p for p in pairs if p["id"] not in held], [p for p in pairs if p["id"] in held]
 
 
