@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from strata import runlock
 from strata.build import manifest as mf
 from strata.errors import StrataError
 from strata.files import atomic_write_json
@@ -163,11 +164,11 @@ def _returned_paths(result: Any) -> list[str]:
 
 
 def run_stages(settings: Settings, stages: list[Stage], options: Options, *, force: bool = False,
-               echo: Echo = print) -> dict[str, Any]:
+               echo: Echo = print, run_id: str | None = None) -> dict[str, Any]:
     """Run `stages` in order under a new runs/<id>/manifest.json (rewritten after every stage). A stage is skipped when
     its inputs hash as at its last success and that success's outputs still exist. Raises StrataError on a failure."""
     settings.ensure_skeleton()
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    run_id = run_id or runlock.new_run_id()
     path = settings.runs / run_id / mf.MANIFEST
     record: dict[str, Any] = {"run_id": run_id, "status": "running", "started": datetime.now(timezone.utc).isoformat(),
                               "options": asdict(options), "force": force, "stages": []}
@@ -244,5 +245,6 @@ def run_all(settings: Settings, *, per_topic: bool = True, levels: tuple[int, ..
     options = Options(per_topic=per_topic, levels=tuple(sorted(int(n) for n in levels)), quant=quant.strip().upper(),
                       train={k: v for k, v in (train_overrides or {}).items() if v is not None}, progress=progress,
                       nproc=nproc)
-    preflight(settings, options, echo)
-    return run_stages(settings, default_stages(options), options, force=force, echo=echo)
+    with runlock.hold(settings.runs, "build all") as run_id:  # one run per workspace (the console's 409 too)
+        preflight(settings, options, echo)
+        return run_stages(settings, default_stages(options), options, force=force, echo=echo, run_id=run_id)
