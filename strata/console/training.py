@@ -165,7 +165,8 @@ def trigger(workspace: Path, body: Any) -> dict[str, Any]:
         threading.Thread(target=process.wait, name=f"reap-{info['run_id']}", daemon=True).start()
     finally:
         os.close(fd)  # the runner (and its child) hold the lock from here on
-    return {"run_id": info["run_id"], "stage": stage, "command": info["command"], "status": "running"}
+    return {"run_id": info["run_id"], "stage": stage, "command": info["command"], "status": "running",
+            "pid": process.pid}
 
 
 def run_dir(workspace: Path, run_id: str) -> Path:

@@ -203,7 +203,9 @@ async function playgroundPage() {
     $("#send").disabled = true;
     try {
       const messages = system ? [{ role: "system", content: system }, ...history] : history;
-      const result = await streamChat({ messages, lora: getSet(), ...sampling() }, t => { reply.textContent = t; });
+      const grammar = $("#grammar").value.trim();
+      const result = await streamChat({ messages, lora: getSet(), ...sampling(), ...(grammar ? { grammar } : {}) },
+                                      t => { reply.textContent = t; });
       history.push({ role: "assistant", content: result.text });
       $("#adapters-header").textContent = result.header;
       $("#ttft").textContent = `${fmt(result.ttft * 1000, 0)} ms`;
@@ -273,8 +275,10 @@ async function comparePage() {
     const runs = columns.map((column, c) => {
       const out = $(".output", column);
       out.textContent = "";
+      column.dataset.started = String(performance.now());
       return streamChat({ messages, lora: pickers[c](), ...sampling() }, t => { out.textContent = t; })
         .then(result => {
+          column.dataset.ended = String(performance.now());
           $(".hdr", column).textContent = result.header;
           $(".lat", column).textContent = `${fmt(result.latency, 2)} s`;
           $(".ttft", column).textContent = `${fmt(result.ttft * 1000, 0)} ms`;
