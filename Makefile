@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile scripts/llama_wheel.sh
 	$(PY) -m pip install -q "$$(PYTHON=$(PY) bash scripts/llama_wheel.sh $(LLAMA_CPP_PYTHON))"
 	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
 	$(PY) -m strata.llamacpp
+	# the console's browser tests drive Debian's chromium through Playwright (no browser download)
+	test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get install -y -q chromium; } || \
+	  echo "warning: /usr/bin/chromium is missing and this is not root: apt-get install chromium for tests/console"
 	touch $(STAMP)
 
 test: install

@@ -18,3 +18,6 @@ def demo(workspace: Path) -> None:
     from strata.demo import run_demo
 
     run_demo(workspace, echo=click.echo)
+    ws = workspace.absolute()
+    click.echo(f"web console: strata serve --workspace {ws} --model {ws / 'models' / 'strata.Q4_K_M.gguf'}\n"
+               "  then open http://127.0.0.1:5000/ to apply, blend, compare, vote and read the leaderboard")

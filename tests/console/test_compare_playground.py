@@ -28,6 +28,8 @@ def test_compare_three_columns_stream_three_different_replies_at_once(page, serv
 
 
 def test_playground_streams_with_its_own_set_and_markup_stays_text(page, served, engine):
+    page.goto(f"{served}/")
+    page.locator("#available").get_by_text(XSS_NAME, exact=True).wait_for()  # listed by its name, as text
     page.goto(f"{served}/playground")
     page.get_by_label(XSS_NAME).check()  # an adapter folder named as markup: listed as text, usable
     page.get_by_label("max_tokens").fill("64")
@@ -45,6 +47,3 @@ def test_playground_streams_with_its_own_set_and_markup_stays_text(page, served,
     page.wait_for_timeout(300)
     assert page.evaluate("window.__xss") is None
     assert page.locator("main img, main script").count() == 0  # nothing became an element
-    page.goto(f"{served}/")
-    page.locator("#available").get_by_text(XSS_NAME, exact=True).wait_for()
-    assert page.evaluate("window.__xss") is None
