@@ -39,7 +39,7 @@ def test_slider_apply_changes_global_set_and_earlier_stream_keeps_its_set(page, 
     worker.start()
     assert first_chunk.wait(120)
     slider.fill("0.5")  # a range input takes fill(): the value a drag would set
-    page.get_by_role("button", name="Apply").click()
+    page.get_by_role("button", name="Apply", exact=True).click()
     page.get_by_text("Applied the global adapter set.").wait_for()
     busy = engine.get("/health").json()["slots_busy"]
     worker.join(300)

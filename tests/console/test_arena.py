@@ -16,7 +16,7 @@ BUTTONS = {"A": "A is better", "B": "B is better", "tie": "Tie", "bad": "Both ba
 def test_arena_six_votes_reload_leaderboard_and_dpo_export(page, served, console_root: Path, tiny_base: Path,
                                                              tmp_path: Path):
     page.goto(f"{served}/arena")
-    page.get_by_label("alpha").wait_for()
+    page.get_by_label("alpha", exact=True).wait_for()
     page.get_by_label("max_tokens").fill("24")
     page.get_by_label("temperature").fill("0.9")
     for number, (vote, topic) in enumerate(VOTES, 1):

@@ -31,7 +31,7 @@ def test_playground_streams_with_its_own_set_and_markup_stays_text(page, served,
     page.goto(f"{served}/")
     page.locator("#available").get_by_text(XSS_NAME, exact=True).wait_for()  # listed by its name, as text
     page.goto(f"{served}/playground")
-    page.get_by_label(XSS_NAME).check()  # an adapter folder named as markup: listed as text, usable
+    page.get_by_label(XSS_NAME, exact=True).check()  # an adapter folder named as markup: listed as text, usable
     page.get_by_label("max_tokens").fill("64")
     page.get_by_label("GBNF grammar").fill('root ::= "<script>window.__xss=2</script><img src=x onerror=window.__xss=3>"')
     page.get_by_label("Message").fill("<img src=x onerror=window.__xss=4>")
