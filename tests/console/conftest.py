@@ -4,6 +4,7 @@ a standalone console on its own workspace, and a screenshot per test."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -21,7 +22,17 @@ from strata.serve.server import serve_in_thread
 
 CHROMIUM = os.environ.get("STRATA_CHROMIUM", "/usr/bin/chromium")
 XSS_NAME = '<img src=x onerror="window.__xss=1">'
-SHOTS = os.environ.get("STRATA_CONSOLE_SHOTS")  # also copy each screenshot there (the README's docs/console)
+SHOTS = os.environ.get("STRATA_CONSOLE_SHOTS")  # also copy these tests' screenshots there (the README's docs/console)
+DOC_SHOTS = {
+    "test_root_browser_and_error_messages": "adapters.png",
+    "test_playground_streams_with_its_own_set_and_markup_stays_text": "playground.png",
+    "test_compare_three_columns_stream_three_different_replies_at_once": "compare.png",
+    "test_arena_six_votes_reload_leaderboard_and_dpo_export": "arena.png",
+    "test_failed_run_shows_error_and_full_log": "training.png",
+    "test_status_page_reads_metrics": "status.png",
+    "test_qa_report_listed_with_matrix_and_html": "qa.png",
+    "test_api_key_login_cookie_and_csrf": "login.png",
+}
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +60,15 @@ def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
     tab.set_default_timeout(60_000)
     yield tab
-    shot = tmp_path / f"{request.node.name}.png"
+    shot = tmp_path / (re.sub(r"[^\w.-]+", "_", request.node.name) + ".png")
     tab.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 1000
-    if SHOTS:
+    if SHOTS and request.node.name in DOC_SHOTS:  # a 256-colour copy keeps the committed PNGs small
+        from PIL import Image
+
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(SHOTS) / shot.name)
+        with Image.open(shot) as image:
+            image.convert("RGB").quantize(256).save(Path(SHOTS) / DOC_SHOTS[request.node.name], optimize=True)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
