@@ -91,7 +91,7 @@ def console_root(lora_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFa
 
 
 def console_config(base_gguf: Path, ws: Path, **overrides: Any) -> ServeConfig:
-    values = dict(model=base_gguf, n_ctx=1024, n_threads=2, n_batch=128, workspace=ws, seed=0,
+    values = dict(model=base_gguf, n_ctx=4096, n_threads=2, n_batch=128, workspace=ws, seed=0,
                   loras=[(str(ws / "peft" / "alpha"), 1.0), (str(ws / "peft" / "beta"), 0.0)])
     return ServeConfig(**(values | overrides))
 

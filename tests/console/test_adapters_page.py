@@ -19,7 +19,7 @@ def _scales(engine: httpx.Client) -> dict[str, float]:
 
 
 def test_slider_apply_changes_global_set_and_earlier_stream_keeps_its_set(page, served, engine):
-    body = {"prompt": PROMPT, "max_tokens": 600, "temperature": 0, "ignore_eos": True, "seed": 0}
+    body = {"prompt": PROMPT, "max_tokens": 4000, "temperature": 0, "ignore_eos": True, "seed": 0}
     alpha = next(a["id"] for a in engine.get("/lora-adapters").json() if a["name"] == "alpha")
     reference = engine.post("/v1/completions", json=body | {"lora": [{"id": alpha, "scale": 1.0}]}).json()
     header, text, first_chunk = {}, [], threading.Event()

@@ -312,9 +312,11 @@ function boardTable(topic, rows) {
 
 async function arenaPage() {
   const info = await adapterInfo();
-  const candidates = [{ name: "base", set: [] }, ...choices(info).map(a => ({ name: a.name, set: [{ path: a.path, scale: 1 }] }))];
+  const loaded = new Set(info.loaded.map(a => a.path));
+  const candidates = [{ name: "base", set: [], ticked: true }, ...choices(info).map(a => ({
+    name: a.name, set: [{ path: a.path, scale: 1 }], ticked: loaded.has(a.path) }))];
   $("#contenders").replaceChildren(...candidates.map((c, i) => el("div", { class: "pick" },
-    el("input", { type: "checkbox", id: `cand-${i}`, checked: true, dataset: { index: i } }),
+    el("input", { type: "checkbox", id: `cand-${i}`, checked: c.ticked, dataset: { index: i } }),
     el("label", { for: `cand-${i}` }, c.name))));
   let match = null;
   const board = async () => {
