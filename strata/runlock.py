@@ -6,11 +6,11 @@ import fcntl
 import json
 import os
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from strata.errors import StrataError
+from strata.files import now_iso, now_stamp
 
 LOCK_NAME = ".run.lock"
 RUN_ID_ENV = "STRATA_RUN_ID"  # set by a parent that already holds the lock for this run id (the console's runner)
@@ -24,11 +24,6 @@ class RunActive(StrataError):
         super().__init__(f"run {info.get('run_id')} ({info.get('command')}, pid {info.get('pid')}, started "
                          f"{info.get('started')}) is already active in this workspace; wait for it to finish or "
                          "stop it, then start again.")
-
-
-def new_run_id() -> str:
-    """A sortable UTC id, the same shape train_all's manifests use (20261202T190512123456Z)."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def lock_path(runs: Path) -> Path:
@@ -64,8 +59,7 @@ def acquire(runs: Path, command: str, run_id: str | None = None) -> tuple[int, d
     except BlockingIOError:
         os.close(fd)
         raise RunActive(active(runs) or {"run_id": None, "command": "unknown"}) from None
-    info = {"run_id": run_id or new_run_id(), "pid": os.getpid(), "command": command,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    info = {"run_id": run_id or now_stamp(), "pid": os.getpid(), "command": command, "started": now_iso()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     return fd, info

@@ -64,7 +64,7 @@ def test_trigger_during_a_terminal_run_is_409_and_the_button_is_disabled(page, s
 
 
 def test_run_killed_with_its_pod_shows_failed_and_cli_run_gets_the_lock_error(page, standalone_console, tmp_path):
-    from strata.build.pipeline import run_all
+    from strata.pipeline import run_all
     from strata.settings import Settings
 
     with standalone_console() as (url, ws), httpx.Client(base_url=url, timeout=60) as client:

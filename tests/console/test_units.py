@@ -84,3 +84,26 @@ def test_cli_console_help():
     result = CliRunner().invoke(main, ["console", "--help"])
     assert result.exit_code == 0 and "--server" in result.output and "409" in result.output
     assert "console" in CliRunner().invoke(main, ["--help"]).output
+
+
+def test_runs_history_comes_from_train_all_manifests_and_the_lock(tmp_path: Path):
+    from strata.pipeline import Options, Stage, run_stages
+    from strata.settings import Settings
+
+    settings = Settings.resolve(workspace=tmp_path / "ws")
+    dataset = Stage("dataset", lambda s, o, e: {"counts": {"train": 7, "val": 2}}, ())
+    done = run_stages(settings, [dataset], Options(), echo=lambda line: None)
+
+    def broken(s, o, e):
+        raise RuntimeError("the base model is missing\nsecond line")
+
+    with pytest.raises(Exception, match="stage level1 failed"):
+        run_stages(settings, [Stage("level1", broken, ())], Options(), echo=lambda line: None)
+    rows = {r["id"]: r for r in training.runs(settings.runs)["runs"]}
+    assert rows[done["run_id"]]["status"] == "ok" and rows[done["run_id"]]["samples"] == 7
+    failed = next(r for r in rows.values() if r["id"] != done["run_id"])
+    assert failed["status"] == "failed" and "the base model is missing" in failed["error"]
+    stale = settings.runs / "20260101T000000000000Z"  # a manifest left "running" by a process that died
+    stale.mkdir()
+    (stale / "manifest.json").write_text('{"run_id": "x", "status": "running", "stages": []}')
+    assert {r["id"]: r for r in training.runs(settings.runs)["runs"]}[stale.name]["error"] == training.DIED
