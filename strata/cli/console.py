@@ -9,8 +9,9 @@ from strata.settings import Settings
 
 
 @click.command("console")
-@click.option("--server", default=None, metavar="URL", help="strata server the Adapters, Playground, Compare, Arena "
-              "and Status pages talk to (e.g. http://127.0.0.1:5000); without it only Training runs and QA reports work.")
+@click.option("--server", default=None, metavar="URL", help="strata server the Adapters, Playground, Compare, "
+              "Arena and Status pages talk to (e.g. http://127.0.0.1:5000); without it only Training runs and QA "
+              "reports work.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="interface to bind (0.0.0.0 for all).")
 @click.option("--port", default=8080, show_default=True, type=int, help="port of the console.")
 @click.option("--api-key", envvar="API_KEY", default=None, help="require this key (login form or `Authorization: "

@@ -21,7 +21,7 @@ ARENA_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
 PREFERENCES = "data/processed/arena_preferences.jsonl"
 
 
-async def _json_body(request: Request, limit: int = 1 << 20) -> Any:
+async def json_body(request: Request, limit: int = 1 << 20) -> Any:
     raw = await request.body()
     if len(raw) > limit:
         raise ApiError(413, f"request body is over {limit} bytes.")
@@ -81,7 +81,7 @@ def _candidates(body: dict[str, Any]) -> list[list[dict[str, Any]]]:
 
 async def arena_match(request: Request, console: Console) -> Response:
     """Two distinct candidate sets, drawn at random, answer the prompt; only the outputs go back (names hidden)."""
-    body = await _json_body(request)
+    body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
         raise ApiError(400, "send {\"prompt\": \"...\", \"candidates\": [...]}: the prompt must be non-empty text.")
     first, second = random.sample(_candidates(body), 2)
@@ -101,7 +101,7 @@ async def arena_match(request: Request, console: Console) -> Response:
 
 
 async def arena_vote(request: Request, console: Console) -> Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     vote = body.get("vote") if isinstance(body, dict) else None
     if vote not in arena.VOTES:
         raise ApiError(400, f"vote must be one of {list(arena.VOTES)} (A, B, tie, or both bad), got {vote!r}.")

@@ -26,7 +26,8 @@ Handler = Callable[[Request, Console], Awaitable[Response]]
 QA_FILES = (".html", ".png", ".json", ".md")
 
 
-def guarded(handler: Handler, page: bool = False, open_access: bool = False) -> Callable[[Request], Awaitable[Response]]:
+def guarded(handler: Handler, page: bool = False,
+            open_access: bool = False) -> Callable[[Request], Awaitable[Response]]:
     """The key / cookie / CSRF check (see auth.check), then the handler; ApiError becomes a JSON error."""
 
     async def wrapped(request: Request) -> Response:

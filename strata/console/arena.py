@@ -59,7 +59,8 @@ class Store:
     def vote(self, match_id: int, vote: str) -> dict[str, Any] | None:
         """Record the vote once (a second vote on the same match is ignored); the match row, None when unknown."""
         with closing(self._connect()) as db, db:
-            db.execute("UPDATE matches SET vote = ?, voted = ? WHERE id = ? AND vote IS NULL", (vote, now_iso(), match_id))
+            db.execute("UPDATE matches SET vote = ?, voted = ? WHERE id = ? AND vote IS NULL",
+                       (vote, now_iso(), match_id))
             row = db.execute("SELECT * FROM matches WHERE id = ?", (match_id,)).fetchone()
         return dict(row) if row else None
 

@@ -29,7 +29,8 @@ def csrf_token(key: str | None) -> str:
     return _mac(key, "csrf") if key else ""
 
 
-def _same(given: str | None, want: str) -> bool:
+def same(given: str | None, want: str) -> bool:
+    """Constant-time equality of a given secret with the expected one (False when nothing was given)."""
     return bool(given) and secrets.compare_digest(given.encode(), want.encode())
 
 
@@ -51,11 +52,11 @@ def check(request: Request, key: str | None, page: bool, form_csrf: str | None =
                            "`Authorization: Bearer KEY` from a script.")
     if not key:
         return None
-    if _same(request.headers.get("authorization"), f"Bearer {key}"):
+    if same(request.headers.get("authorization"), f"Bearer {key}"):
         return None  # a script with the key: no cookie, so no CSRF token either
-    if _same(request.cookies.get(COOKIE), session_token(key)):
-        if changing and not (_same(request.headers.get(CSRF_HEADER), csrf_token(key))
-                             or _same(form_csrf, csrf_token(key))):
+    if same(request.cookies.get(COOKIE), session_token(key)):
+        if changing and not (same(request.headers.get(CSRF_HEADER), csrf_token(key))
+                             or same(form_csrf, csrf_token(key))):
             return _error(403, "missing or wrong CSRF token; reload the page and try again.")
         return None
     if page:

@@ -22,7 +22,8 @@ PAGES: dict[str, tuple[str, str]] = {
 }
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "same-origin"}
 
 
 def render(console: Console, template: str, status: int = 200, **context: object) -> HTMLResponse:
@@ -51,7 +52,7 @@ async def login(request: Request, console: Console) -> Response:
     key, target = (form.get("key") or [""])[0], auth.safe_next((form.get("next") or ["/"])[0])
     if not console.api_key:
         return RedirectResponse(target, status_code=303)
-    if not auth._same(key, console.api_key):
+    if not auth.same(key, console.api_key):
         return render(console, "login.html", status=401, path="/login", title="Log in", next=target,
                       error="That key is not right. Use the server's --api-key value.")
     return auth.login_cookie(RedirectResponse(target, status_code=303), console.api_key, console.secure_cookie)

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     run_dir = Path(ns.run_dir)
-    record = read_json(run_dir / RECORD, "the console writes it before starting the runner") | {"runner_pid": os.getpid()}
+    record = read_json(run_dir / RECORD, "the console writes it before starting the runner")
+    record["runner_pid"] = os.getpid()
     atomic_write_json(run_dir / RECORD, record)
     with open(run_dir / LOG, "ab", buffering=0) as log:
         # the child inherits the lock fd too: the lock is free only once both have exited

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from strata import runlock
 from strata.console import training
-from strata.console.api import _json_body
+from strata.console.api import json_body
 from strata.console.runner import LOG
 from strata.console.state import Console
 
@@ -28,7 +28,7 @@ async def list_runs(request: Request, console: Console) -> Response:
 
 
 async def trigger(request: Request, console: Console) -> Response:
-    body = await _json_body(request, 1 << 14)
+    body = await json_body(request, 1 << 14)
     return JSONResponse(await run_in_threadpool(training.trigger, console.workspace, body), status_code=202)
 
 

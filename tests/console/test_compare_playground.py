@@ -33,7 +33,8 @@ def test_playground_streams_with_its_own_set_and_markup_stays_text(page, served,
     page.goto(f"{served}/playground")
     page.get_by_label(XSS_NAME, exact=True).check()  # an adapter folder named as markup: listed as text, usable
     page.get_by_label("max_tokens").fill("64")
-    page.get_by_label("GBNF grammar").fill('root ::= "<script>window.__xss=2</script><img src=x onerror=window.__xss=3>"')
+    grammar = 'root ::= "<script>window.__xss=2</script><img src=x onerror=window.__xss=3>"'
+    page.get_by_label("GBNF grammar").fill(grammar)
     page.get_by_label("Message").fill("<img src=x onerror=window.__xss=4>")
     page.get_by_role("button", name="Send").click()
     reply = page.locator(".conversation .assistant pre")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 PAGES = ["/", "/playground", "/compare", "/arena", "/qa", "/status", "/training"]
+KEY = ("e.tagName + '|' + (e.id || '') + '|' + e.textContent.trim().slice(0, 40) + '|' + "
+       "(e.getAttribute('aria-label') || '')")
 CONTROLS = """() => Array.from(document.querySelectorAll('a[href], button, input, select, textarea, summary'))
   .filter(e => e.type !== 'hidden' && e.offsetParent !== null && !e.disabled)
   .map(e => {
     const label = (e.labels && e.labels.length ? e.labels[0].textContent : '') || e.getAttribute('aria-label')
       || (['BUTTON', 'A', 'SUMMARY'].includes(e.tagName) ? e.textContent : '');
-    return {id: e.id || e.textContent.trim().slice(0, 40) || e.tagName, name: (label || '').trim(),
-            key: e.tagName + '|' + (e.id || '') + '|' + e.textContent.trim().slice(0, 40) + '|' + (e.getAttribute('aria-label') || '')};
-  })"""
-ACTIVE = """() => { const e = document.activeElement;
-  return e.tagName + '|' + (e.id || '') + '|' + e.textContent.trim().slice(0, 40) + '|' + (e.getAttribute('aria-label') || ''); }"""
+    return {id: e.id || e.textContent.trim().slice(0, 40) || e.tagName, name: (label || '').trim(), key: KEY};
+  })""".replace("KEY", KEY)
+ACTIVE = "() => { const e = document.activeElement; return KEY; }".replace("KEY", KEY)
 
 
 @pytest.mark.parametrize("path", PAGES)

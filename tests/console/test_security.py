@@ -44,7 +44,8 @@ def test_api_key_login_cookie_and_csrf(page, keyed):
         assert script.get("/").status_code == 303
         bearer = {"Authorization": f"Bearer {KEY}"}
         assert script.get("/api/training/runs", headers=bearer).status_code == 200
-        assert script.post("/api/console/adapters", headers=bearer, json={"adapters": [{"id": 0, "scale": 1}]}).status_code == 200
+        body = {"adapters": [{"id": 0, "scale": 1}]}
+        assert script.post("/api/console/adapters", headers=bearer, json=body).status_code == 200
         assert script.get("/lora-adapters").status_code == 401  # the engine API keeps its own bearer rule
         cross = script.post("/api/console/adapters", headers=bearer | {"Origin": "http://evil.example"}, json={})
         assert cross.status_code == 403
