@@ -107,3 +107,16 @@ def test_runs_history_comes_from_train_all_manifests_and_the_lock(tmp_path: Path
     stale.mkdir()
     (stale / "manifest.json").write_text('{"run_id": "x", "status": "running", "stages": []}')
     assert {r["id"]: r for r in training.runs(settings.runs)["runs"]}[stale.name]["error"] == training.DIED
+
+
+def test_serve_with_the_console_imports_no_build_stack(tmp_path: Path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from strata.serve.config import ServeConfig; "
+            "from strata.serve.app import create_app; "
+            f"app = create_app(ServeConfig(model=Path('m.gguf'), workspace=Path({str(tmp_path)!r}))); "
+            "assert any(getattr(r, 'path', '') == '/training' for r in app.router.routes); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
