@@ -46,7 +46,7 @@ def _engine_error(code: int, body: Any) -> ApiError:
 
 async def adapters(request: Request, console: Console) -> Response:
     """Loaded adapters (with level/topic/fingerprint from their dirs) and every loadable one under the roots."""
-    roots = console.roots()
+    roots = list(dict.fromkeys(console.roots()))  # the engine may list a folder twice (workspace, a start adapter's)
     code, listing, _ = await _engine_json(console, "adapters.list")
     error = None if code == 200 else _engine_error(code, listing).message
     loaded = browse.described(listing if code == 200 else [], roots)

@@ -98,9 +98,11 @@ async function streamChat(body, onText) {
   }
   const end = performance.now();
   const count = usage ? usage.completion_tokens : tokens;
-  const span = first === null ? 0 : (end - first) / 1000;
-  return { text, header, ttft: first === null ? null : (first - started) / 1000, latency: (end - started) / 1000,
-           tokens: count, tps: span > 0 && count > 1 ? (count - 1) / span : null };
+  const latency = (end - started) / 1000;
+  // tokens/s over the whole request: a fast server's chunks can reach the page in one burst, so a rate measured
+  // between the first and the last chunk would say more about buffering than about decoding
+  return { text, header, ttft: first === null ? null : (first - started) / 1000, latency, tokens: count,
+           tps: latency > 0 && count > 0 ? count / latency : null };
 }
 
 function sampling(root = document) {
