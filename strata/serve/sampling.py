@@ -194,7 +194,11 @@ def prompt_logprobs(ctx: Any, first: int, n_vocab: int, tokens: list[int], top: 
     if not tokens:
         return []
     rows = len(tokens)
-    pointer = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, first), ctypes.POINTER(ctypes.c_float))
+    start = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, first), ctypes.c_void_p).value
+    end = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, first + rows - 1), ctypes.c_void_p).value
+    if end - start != (rows - 1) * n_vocab * ctypes.sizeof(ctypes.c_float):  # not one block: row by row
+        return [logprobs_at(ctx, first + j, n_vocab, t, top) for j, t in enumerate(tokens)]
+    pointer = ctypes.cast(start, ctypes.POINTER(ctypes.c_float))
     logits = np.ctypeslib.as_array(pointer, shape=(rows, n_vocab))
     peak = logits.max(axis=1, keepdims=True)
     norm = (peak + np.log(np.exp(logits - peak, dtype=np.float64).sum(axis=1, keepdims=True))).astype(np.float64)

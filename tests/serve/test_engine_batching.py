@@ -180,3 +180,28 @@ def test_a_load_beyond_max_loaded_adapters_is_429_when_every_loaded_adapter_is_i
         after = [a["name"] for a in eng.registry.listing()]
     assert refused.value.status == 429 and "--max-loaded-adapters" in refused.value.message
     assert listed == ["alpha"] and after == ["beta"]  # the refused load changed nothing
+
+
+def test_vectorized_prompt_logprobs_equal_the_row_by_row_values(config_for, monkeypatch):
+    from strata.serve import sampling, scheduler
+
+    def echo(eng: Engine) -> list:
+        log: list = []
+        left, done = [1], threading.Event()
+        j = job(eng, "A lease liability is measured at the present value of the payments", [], 1, log, 0, left,
+                done)
+        j.prompt_logprobs, j.logprobs = True, 3
+        eng.scheduler.submit(j)
+        assert done.wait(60)
+        return next(e for _, e in log if isinstance(e, Done)).prompt_logprobs
+
+    with engine(config_for, parallel=1) as eng:
+        fast = echo(eng)
+        monkeypatch.setattr(scheduler, "prompt_logprobs", lambda ctx, first, n_vocab, tokens, top: [
+            sampling.logprobs_at(ctx, first + k, n_vocab, t, top) for k, t in enumerate(tokens)])
+        slow = echo(eng)
+    assert len(fast) == len(slow) > 8
+    for (text_a, lp_a, top_a), (text_b, lp_b, top_b) in zip(fast, slow):
+        assert text_a == text_b
+        assert (lp_a is None) == (lp_b is None) and (lp_a is None or abs(lp_a - lp_b) < 1e-5)
+        assert [t for t, _ in top_a or []] == [t for t, _ in top_b or []]
