@@ -178,10 +178,17 @@ def test_models_slots_health_and_per_set_metrics(config_for, lora_dirs):
                                                     "ignore_eos": True, "lora": []}).status_code == 200
         slots = client.get("/slots").json()
         health = client.get("/health").json()
+        # llama.cpp #26207: a prompt cached under one set must not serve another set (the set is part of the key)
+        same = {"prompt": PROMPT, "max_tokens": 1, "temperature": 0}
+        under_alpha = client.post("/v1/completions", json=same).json()["usage"]
+        under_beta = client.post("/v1/completions", json={**same, "lora": [{"path": str(lora_dirs["beta"]),
+                                                                             "scale": 1.0}]}).json()["usage"]
         text = client.get("/metrics").text
     assert len(slots) == 4 and all(s["state"] == "idle" for s in slots)
     cached = {s["adapters"]: s["cached_tokens"] for s in slots if s["cached_tokens"]}
     assert set(cached) == {"alpha@1", "base"}  # each cached prefix is keyed by the set it was computed under
+    assert under_alpha["prompt_tokens_details"]["cached_tokens"] > 0  # alpha's own cached prefix is reused
+    assert under_beta["prompt_tokens_details"]["cached_tokens"] == 0  # but never under beta
     assert health["adapter_bytes"] > 0 and health["max_loaded_adapters"] == 16
     assert metric(text, 'strata_set_completion_tokens_total{adapters="alpha"}') == 5
     assert metric(text, 'strata_set_completion_tokens_total{adapters="base"}') == 3
