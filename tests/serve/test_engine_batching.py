@@ -157,9 +157,12 @@ def test_a_full_queue_answers_429_with_retry_after(config_for):
         log: list = []
         left, done = [3], threading.Event()
         with eng.model.adapters_lock:  # the first decode waits for it, so the slot stays busy
-            for i in range(3):
+            eng.scheduler.submit(job(eng, PROMPT, [], 2, log, 0, left, done))
+            deadline = time.monotonic() + 30
+            while not eng.scheduler.busy() and time.monotonic() < deadline:  # job 0 holds the slot
+                time.sleep(0.01)
+            for i in (1, 2):  # these two wait: the queue is full
                 eng.scheduler.submit(job(eng, PROMPT, [], 2, log, i, left, done))
-            time.sleep(0.2)
             with pytest.raises(ApiError) as refused:
                 eng.scheduler.submit(job(eng, PROMPT, [], 2, log, 3, left, done))
         assert done.wait(60)
