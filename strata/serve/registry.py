@@ -114,7 +114,7 @@ class Registry:
                     key = ad.cache_key(file)
                     adapter = by_key.get(key) or next((a for a in fresh if a.key == key), None)
                     if adapter is None:
-                        self._idle_to_evict(len(fresh) + 1)  # 429 before loading when nothing can go
+                        self._idle_to_evict(len(fresh) + 1, out)  # 429 before loading when nothing can go
                         adapter = self._load(file, ref.path or str(file))
                         fresh.append(adapter)
                     out.append((adapter, ref.scale))
@@ -125,7 +125,7 @@ class Registry:
                 self._discard(fresh)
                 raise
             if fresh:
-                evicted = self._idle_to_evict(len(fresh))  # evicted only now: a failed request changes nothing
+                evicted = self._idle_to_evict(len(fresh), out)  # only now: a failed request changes nothing
                 with self._lock:
                     self.adapters = {**{i: a for i, a in self.adapters.items() if a not in evicted},
                                      **{a.id: a for a in fresh}}
@@ -135,14 +135,16 @@ class Registry:
                 self._metrics.loaded_adapters.set(len(self.adapters))
         return tuple(out)
 
-    def _idle_to_evict(self, adding: int) -> list[ad.Adapter]:
-        """With --max-loaded-adapters: the least-recently used adapters that no request and not the global set
-        uses, enough that `adding` more fit; 429 when too many loaded adapters are in use."""
+    def _idle_to_evict(self, adding: int, keep: list[tuple[ad.Adapter, float]]) -> list[ad.Adapter]:
+        """With --max-loaded-adapters: the least-recently used adapters that no request, not the global set and not
+        `keep` (the request being resolved) uses, enough that `adding` more fit; 429 when too many are in use."""
         if not self.max_loaded:
             return []
+        kept = {a.id for a, _ in keep}
         with self._lock:
             over = len(self.adapters) + adding - self.max_loaded
-            idle = sorted((a for a in self.adapters.values() if self._refs[a.id] <= 0 and a.id not in self.scales),
+            idle = sorted((a for a in self.adapters.values()
+                           if self._refs[a.id] <= 0 and a.id not in self.scales and a.id not in kept),
                           key=lambda a: a.last_used)
         if over > len(idle):
             raise ApiError(429, f"{len(self.adapters)} adapters are loaded (--max-loaded-adapters {self.max_loaded}) "
