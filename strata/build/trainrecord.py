@@ -51,7 +51,7 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: dict[str, Any], run: dict[
 
 def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, stage: Path,
              gguf_note: str | None) -> dict[str, Any]:
-    settings, level, below = ctx["settings"], ctx["level"], ctx["below"]
+    level, below = ctx["level"], ctx["below"]
     losses = [r["loss"] for r in run["log"] if "loss" in r]
     tail = losses[-max(1, len(losses) // 10):]
     stack = [str(d / GGUF) for d in below]
@@ -65,9 +65,7 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
         "hyperparameters": asdict(ctx["cfg"]),
         "target_modules": ctx["targets"],  # the modules actually wrapped (roles resolved) and their parameter count
         "dataset": {
-            "train": str(settings.train_jsonl), "train_sha256": run["dataset_sha256"],
-            "val": str(settings.val_jsonl),
-            "val_sha256": sha256_file(settings.val_jsonl) if settings.val_jsonl.is_file() else None,
+            **ctx["data"],  # the files (or user sources) trained and judged on, with their hashes
             "records": len(job.records), "val_records": len(job.val_records),
             "topics": sorted({r.get("topic") or "general" for r in job.records}),
             "blocks": run["blocks"], "val_blocks": run["val_blocks"], "tokens": run["tokens"],
