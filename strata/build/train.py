@@ -4,9 +4,10 @@ Why the plain `transformers.Trainer` and not TRL's `SFTTrainer`: strata builds i
 (`batches.py`: EOS-joined text streams cut to `max_seq_len`; chat examples packed whole with the loss on the final
 assistant turn only) and the layering rule depends on exactly those blocks. What SFTTrainer adds on top of the
 Trainer is that packing and completion-only loss, done differently (it needs `{% generation %}` markers in the chat
-template and packs across example boundaries), and it would bring `datasets`, `pandas` and `pyarrow` into the build
-image. The Trainer alone gives everything else: AdamW, the cosine schedule, accumulation, clipping, bf16,
-gradient checkpointing, checkpoints and resume, evaluation, TensorBoard, and DDP under torchrun / accelerate launch.
+template and packs across example boundaries). The Trainer alone gives everything else: AdamW, the cosine schedule,
+accumulation, clipping, bf16, gradient checkpointing, checkpoints and resume, evaluation, TensorBoard, and DDP under
+torchrun / accelerate launch. `fit` runs any Trainer subclass the same way: preference layers hand it TRL's
+DPOTrainer (strata/train/preferences.py).
 """
 
 from __future__ import annotations
@@ -294,8 +295,11 @@ def _train_one(job: Job, model: Any, tokenizer: Any, ctx: dict[str, Any], *, dry
     identity = {"total_steps": steps, "dataset_sha256": ctx["data"]["train_sha256"], "blocks": len(blocks),
                 "global_batch": global_batch}
     if dry_run:
-        dry_run_checks(job, peft_model, identity, resume_from, ctx,
-                       lambda: collator(tokenizer)(_rows(blocks[:cfg.batch_size])), has_eval=bool(val_blocks))
+        def first_batch(args: Any) -> tuple[dict[str, Any], Any]:
+            batch = collator(tokenizer)(_rows(blocks[:cfg.batch_size]))
+            return batch, peft_model(**on_device(peft_model, batch, ctx)).loss
+
+        dry_run_checks(job, identity, resume_from, ctx, first_batch, has_eval=bool(val_blocks))
         return peft_model.unload()
 
     def sft_trainer(args: Any, callbacks: list) -> Any:
@@ -329,10 +333,12 @@ def _checkpoint(job: Job, identity: dict[str, Any], resume_from: str | None) -> 
     return checkpoint, resume.read_marker(checkpoint, identity)
 
 
-def dry_run_checks(job: Job, model: Any, identity: dict[str, Any], resume_from: str | None, ctx: dict[str, Any],
-                   one_batch: Callable[[], dict[str, Any]], has_eval: bool, args_class: Any = None) -> None:
+def dry_run_checks(job: Job, identity: dict[str, Any], resume_from: str | None, ctx: dict[str, Any],
+                   first_batch: Callable[[Any], tuple[dict[str, Any], Any]], has_eval: bool,
+                   args_class: Any = None, extra: dict[str, Any] | None = None) -> None:
     """What a real run hits first, without training or writing: the resume checkpoint (finished, same run), the
-    TrainingArguments (the preset's `trainer:` block), the data collator on one batch, and a forward pass on it."""
+    TrainingArguments (the preset's `trainer:` block), then `first_batch(args)`: the data collator's first batch
+    and the loss of a forward pass on it."""
     import torch
 
     from strata.build.trainargs import training_arguments
@@ -340,24 +346,31 @@ def dry_run_checks(job: Job, model: Any, identity: dict[str, Any], resume_from: 
     checkpoint, _ = _checkpoint(job, identity, resume_from)
     args = training_arguments(ctx["cfg"], resume.checkpoints_dir(job.out), steps=identity["total_steps"],
                               device=ctx["device"], dtype=ctx["dtype"], evaluate_first=has_eval and not checkpoint,
-                              progress=False, args_class=args_class, extra=ctx["cfg"].dpo if args_class else None)
-    batch = one_batch()
-    device = torch.device(ctx["device"]) if ctx["quantization"] == "none" else next(model.parameters()).device
-    model.to(device)
+                              progress=False, args_class=args_class, extra=extra)
     with torch.no_grad():
-        loss = model(**{k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}).loss
+        batch, loss = first_batch(args)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in batch.items() if hasattr(v, "shape"))
     if distributed.is_main():
         print(f"{job.name}: dry run: {type(args).__name__} ok (max_steps {identity['total_steps']}, lr "
-              f"{args.learning_rate}, warmup {args.warmup_steps}); one batch: {shapes}; forward loss {float(loss):.4f}"
+              f"{args.learning_rate}, warmup {args.warmup_steps}); first batch: {shapes}; loss {float(loss):.4f}"
               + (f"; would resume from {checkpoint} at step {resume.checkpoint_step(checkpoint)}" if checkpoint
-                 else "; no checkpoint to resume" if resume_from else ""), flush=True)
+                 else "; no checkpoint to resume: would start fresh" if resume_from else ""), flush=True)
+
+
+def on_device(model: Any, batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Put `model` (unless bitsandbytes placed it) and the batch's tensors on the run's device."""
+    import torch
+
+    device = torch.device(ctx["device"]) if ctx["quantization"] == "none" else next(model.parameters()).device
+    model.to(device)
+    return {k: v.to(device) for k, v in batch.items() if hasattr(v, "to")}
 
 
 def fit(job: Job, make_trainer: Callable[[Any, list], Any], identity: dict[str, Any], ctx: dict[str, Any], *,
-        resume_from: str | None, progress: bool, has_eval: bool, args_class: Any = None) -> dict[str, Any]:
+        resume_from: str | None, progress: bool, has_eval: bool, args_class: Any = None,
+        extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the trainer `make_trainer(args, callbacks)` builds (the HF Trainer, or TRL's DPOTrainer with
-    `args_class` DPOConfig): checkpoints under <adapter dir>/checkpoints/, TensorBoard events under
+    `args_class` DPOConfig and its own fields in `extra`): checkpoints under <adapter dir>/checkpoints/, TensorBoard events under
     <adapter dir>/tensorboard/, resuming from `resume_from`; return what the adapter dir records."""
     from transformers.integrations import TensorBoardCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -380,7 +393,7 @@ def fit(job: Job, make_trainer: Callable[[Any, list], Any], identity: dict[str, 
         distributed.barrier()
     args = training_arguments(cfg, resume.checkpoints_dir(job.out), steps=steps, device=ctx["device"],
                               dtype=ctx["dtype"], evaluate_first=has_eval and checkpoint is None,
-                              progress=progress, args_class=args_class, extra=cfg.dpo if args_class else None)
+                              progress=progress, args_class=args_class, extra=extra)
     reported, tensorboard = list(args.report_to), "tensorboard" in args.report_to
     if tensorboard:  # strata's own TensorBoard callback, so the events land beside loss.jsonl
         args.report_to = [r for r in args.report_to if r != "tensorboard"]
@@ -428,6 +441,7 @@ def _arguments(args: Any, cfg: TrainPreset) -> dict[str, Any]:
     from strata.build.trainargs import MAPPED
 
     keys = [*MAPPED.values(), "max_steps", "warmup_steps", "lr_scheduler_type", "optim", "bf16",
-            "per_device_eval_batch_size", "report_to", *cfg.trainer, *(cfg.dpo if hasattr(args, "beta") else ())]
+            "per_device_eval_batch_size", "report_to", *cfg.trainer,
+            *(("beta", "loss_type", "max_length", *cfg.dpo) if hasattr(args, "beta") else ())]
     return {key: getattr(args, key) for key in dict.fromkeys(keys) if isinstance(getattr(args, key), (int, float, str, bool, list, type(None)))}
 

@@ -57,6 +57,7 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
     stack = [str(d / GGUF) for d in below]
     return {
         "name": job.name,
+        "method": run.get("method", "sft"),  # sft (the Trainer on blocks) or dpo (TRL's DPOTrainer on preference pairs)
         "level": level,
         "topic": job.topic,
         "peft": ctx["peft"],
@@ -86,6 +87,8 @@ def _summary(job: Any, ctx: dict[str, Any], run: dict[str, Any], base_fp: str, s
             "duration_s": run["train_seconds"],
             "peak_memory_mb": round(run["peak_memory_mb"], 1),
             "peak_memory_measure": run["peak_memory_measure"],
+            **{f"{key}_last": rows[-1][key] for key in ("reward_margin", "reward_accuracy")
+               if (rows := [r for r in run["log"] if key in r])},  # DPO: chosen-vs-rejected reward at the end
         },
         "training_arguments": run["training_arguments"],
         "gguf": {
