@@ -163,6 +163,9 @@ def training_data(settings: Settings, cfg: TrainPreset, max_samples: int | None,
     train = userdata.load_user_data(sources, root)
     held = userdata.load_user_data([userdata.source_from(e, "--val-files") for e in val_data]) if val_data else None
     records = _keep(train.records, cfg.topics, "the training data")[:max_samples or None]
+    if cfg.format == "chat" and (plain := next((r for r in records if "messages" not in r), None)):
+        raise StrataError(f"{plain['id']}: a `format: chat` level trains on `messages` or `prompt` + `response` rows, "
+                          "and this row has only `text`; train text rows on a `format: text` level (e.g. --level 1)")
     val = _keep(held.records, cfg.topics, None) if held else []
     return records, val, {
         "train": train.sources, "train_sha256": train.sha256, "train_files": userdata.file_hashes(train.files),

@@ -205,7 +205,8 @@ def load_user_data(sources: list[Source], root: Path | None = None) -> UserData:
         records += rows
         files += read
     digest = hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-    described = [{k: v for k, v in asdict(s).items() if v is not None} for s in sources]
+    described = [{k: v for k, v in asdict(s).items() if v is not None and not (k == "split" and s.files)}
+                 for s in sources]
     return UserData(records, files, described, digest)
 
 

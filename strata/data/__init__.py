@@ -1,0 +1,1 @@
+"""Data steps: PDF text, pretest, chunking, the dataset, synthesis, user datasets, archive."""

@@ -1,0 +1,1 @@
+"""Training: the Trainer wrapper, batches, targets, layers, resume, launch, records, preferences (DPO)."""
