@@ -1,1 +1,1 @@
-"""Data steps: PDF text, pretest, chunking, the dataset, synthesis, user datasets, archive."""
+"""Data stage: PDF text, pretest, chunking, the train/val dataset and the PDF archive."""

@@ -74,7 +74,7 @@ def check_template(template: str) -> str:
 
 def to_record(row: dict[str, Any], where: str, template: str | None = None,
               topic: str | None = None) -> dict[str, Any]:
-    """One user row as a dataset record with `text` and/or `messages` (what strata/build/batches.py packs).
+    """One user row as a dataset record with `text` and/or `messages` (what strata/train/batches.py packs).
     A row with none of the shapes, or a shape with the wrong types, raises a one-line error naming `where`."""
     messages, text = row.get("messages"), row.get("text")
     if messages is None and "prompt" in row and "response" in row:

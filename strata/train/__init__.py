@@ -1,1 +1,1 @@
-"""Training: the Trainer wrapper, batches, targets, layers, resume, launch, records, preferences (DPO)."""
+"""Train stage: layered LoRA adapters on a base model (the Trainer wrapper, presets, batches, targets, layers on disk, resume, launch, records)."""

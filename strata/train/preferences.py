@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from strata.build import layers
-from strata.build.basemodel import resolve_base_model
-from strata.build.preflight import check_base
-from strata.build.train import (Job, _load_model, cpu_threads, dry_run_checks, fit, pick_device,
-                                training_tokenizer)
-from strata.build.trainconfig import load_train_preset
 from strata.errors import StrataError
 from strata.files import numbered_jsonl, sha256_file
+from strata.modelfolder import pick_device, resolve_base_model
 from strata.settings import Settings
+from strata.train import layers
+from strata.train.preflight import check_base
+from strata.train.trainconfig import load_train_preset
+from strata.train.trainer import Job, Run, _load_model, cpu_threads, dry_run_checks, fit, training_tokenizer
 
 PRESET = "preferences"  # presets/preferences.yaml: the LoRA shape, rate and `dpo:` block of a preference layer
 KEYS = ("prompt", "chosen", "rejected")
@@ -60,8 +59,8 @@ def train_preferences(settings: Settings, level: int, preferences: str | Path, *
     is that same stack (the new adapter disabled). Uses presets/preferences.yaml (or `preset`) updated by
     `overrides`; its `dpo:` block goes to trl.DPOConfig. Writes the PEFT files, adapter.gguf, loss.jsonl/png and
     training_summary.json like every layer; returns the dir (written, or that would be with `dry_run`)."""
-    from strata.build.targets import describe, wrap_lora
-    from strata.build.trainargs import planned_steps
+    from strata.train.targets import describe, wrap_lora
+    from strata.train.trainargs import planned_steps
 
     if peft not in ("lora", "dora"):
         raise StrataError(f"--peft must be lora or dora, got {peft!r}")
@@ -76,9 +75,8 @@ def train_preferences(settings: Settings, level: int, preferences: str | Path, *
     job = Job(f"level{level}", layers.level_dir(settings, level), rows, [], None)
     data = {"train": str(path), "train_sha256": sha256_file(path), "val": None, "val_sha256": None,
             "kind": "preferences (prompt, chosen, rejected)"}
-    ctx = {"settings": settings, "level": level, "base_dir": base_dir, "below": below, "cfg": cfg, "peft": peft,
-           "quantization": quantization, "device": device, "dtype": dtype, "preset": preset or PRESET,
-           "data": data, "world_size": 1}
+    ctx = Run(settings, level, base_dir, below, cfg, peft, quantization, device, dtype, preset or PRESET,
+              world_size=1, data=data)
     steps = planned_steps(len(rows), cfg)
     identity = {"total_steps": steps, "dataset_sha256": data["train_sha256"], "blocks": len(rows),
                 "global_batch": cfg.batch_size * cfg.grad_accum}
@@ -90,11 +88,11 @@ def train_preferences(settings: Settings, level: int, preferences: str | Path, *
 
         model = _load_model(settings, base_dir, below, device, dtype, quantization, cfg)
         torch.manual_seed(cfg.seed)
-        peft_model, ctx["targets"] = wrap_lora(model, cfg, use_dora=peft == "dora")
+        peft_model, ctx.targets = wrap_lora(model, cfg, use_dora=peft == "dora")
         trainable, total = peft_model.get_nb_trainable_parameters()
         print(f"{job.name}: DPO on {len(rows)} preference pairs from {path}; {steps} steps x {identity['global_batch']} "
               f"pairs; beta {extra.get('beta', DPOConfig.beta)}; trainable {trainable:,} of {total:,} params ({peft}, "
-              f"r={cfg.r}, {describe(ctx['targets'])}); on {device}; base + levels {[p.name for p in below]}; -> "
+              f"r={cfg.r}, {describe(ctx.targets)}); on {device}; base + levels {[p.name for p in below]}; -> "
               f"{job.out}" + (" [dry run: nothing trained or written]" if dry_run else ""), flush=True)
 
         def dpo_trainer(args: Any, callbacks: list) -> Any:
@@ -115,7 +113,7 @@ def train_preferences(settings: Settings, level: int, preferences: str | Path, *
                   args_class=DPOConfig, extra=extra)
         if "ref" in peft_model.peft_config:  # TRL's frozen copy of the fresh adapter, the reference: not ours to ship
             peft_model.delete_adapter("ref")
-        from strata.build.trainrecord import write_adapter_dir
+        from strata.train.trainrecord import write_adapter_dir
 
         tokens = sum(len(tokenizer(r["prompt"] + r["chosen"])["input_ids"]) +
                      len(tokenizer(r["prompt"] + r["rejected"])["input_ids"]) for r in rows)
