@@ -102,7 +102,7 @@ def input_hashes(settings: Settings, options: Options, keys: tuple[str, ...]) ->
 def user_inputs(settings: Settings, options: Options, preset: str) -> tuple[list[Path], list[str]]:
     """The user files (and non-local dataset names) a training stage reads: --train-files / --dataset-name, else
     the `datasets:` of its preset (relative to the workspace). Empty for a level on the PDF dataset."""
-    from strata.data import userdata
+    from strata import userdata
     from strata.train.trainconfig import load_train_preset
 
     entries = options.train.get("data")

@@ -74,7 +74,7 @@ def train_level(settings: Settings, level: int, *, per_topic: bool = False, topi
     `nproc` at a time (see launch.py); `only_topics` limits per-topic training to those layers (a worker's share).
     `check`: run the base pre-flight (False where it already ran: train_all's preflight, --nproc workers; under a
     launcher only rank 0 runs it).
-    `data` / `val_data`: user sources (strata.data.userdata.Source fields, e.g. [{"files": "data/*.jsonl"}]; relative
+    `data` / `val_data`: user sources (strata.userdata.Source fields, e.g. [{"files": "data/*.jsonl"}]; relative
     globs from the current dir) to train / judge on instead of the workspace dataset; the preset's `datasets:`
     (relative to the workspace) is the default for `data`.
     Returns the adapter dirs written (or that would be written with `dry_run`, which writes nothing)."""
@@ -162,7 +162,7 @@ def training_data(settings: Settings, cfg: TrainPreset, data: list[dict[str, Any
                   val_data: list[dict[str, Any]] | None = None) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """(train records, held-out records, what the summary records about them): user sources (`data`, else the
     preset's `datasets:`) or the workspace dataset, kept to the preset's topics."""
-    from strata.data import userdata
+    from strata import userdata
 
     sources = [userdata.source_from(e, "--train-files / --dataset-name") for e in data] if data else None
     root = None if data else settings.workspace

@@ -73,9 +73,9 @@ def test_user_rows_of_each_shape_train_a_layer(ws, fast, preset_file, tmp_path, 
 
 
 def test_prompt_template_shapes_the_text_a_text_level_trains_on(ws, tiny_base):
-    from strata.data.userdata import Source, load_user_data
     from strata.train import batches
     from strata.train.trainer import training_tokenizer
+    from strata.userdata import Source, load_user_data
 
     path = write_jsonl(ws.workspace / "user" / "pr.jsonl", user_rows("prompt_response", 3))
     data = load_user_data([Source(files=str(path), prompt_template=TEMPLATE)])

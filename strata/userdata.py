@@ -1,4 +1,5 @@
-"""User training rows (`text` | `prompt` + `response` | `messages`) from JSONL/JSON files or a Hugging Face dataset."""
+"""User training rows (`text` | `prompt` + `response` | `messages`) from JSONL/JSON files or a Hugging Face dataset;
+shared by the build rooms (train levels, soft prompts) and the pipeline, so it lives outside them."""
 
 from __future__ import annotations
 
