@@ -89,8 +89,9 @@ def input_hashes(settings: Settings, options: Options, keys: tuple[str, ...]) ->
             continue
         if key.startswith("userdata:"):
             files, names = user_inputs(settings, options, key.partition(":")[2])
-            hashes[key] = {"path": [str(f) for f in files],
-                           "hash": mf.value_identity({"files": mf.path_identity(*files), "names": mf.value_identity(names)})}
+            hashes[key] = {"path": [str(f) for f in files] or None,  # none: the level trains on the PDF dataset
+                           "hash": mf.value_identity({"files": mf.path_identity(*files), "names": names})
+                           if files or names else "none"}
             continue
         target = resolve(settings, options, key)
         is_path = isinstance(target, Path)
