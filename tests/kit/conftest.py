@@ -47,3 +47,25 @@ def fresh_cache(tmp_path: Path, session_cache: Path, converters: Path, monkeypat
     monkeypatch.setenv("STRATA_LLAMA_CPP", str(converters))
     return cache
 
+
+
+@pytest.fixture(scope="session")
+def real_hf(session_cache: Path, converters: Path) -> Path:
+    """SmolLM2 rebuilt from the wheel's Q4_1 GGUF as an HF folder, once per session (in the session cache)."""
+    from strata.kit.real_base import rebuilt_folder
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STRATA_CACHE", str(session_cache))
+        patch.setenv("STRATA_LLAMA_CPP", str(converters))
+        return rebuilt_folder(echo=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def real_f16(real_hf: Path, tmp_path_factory: pytest.TempPathFactory, converters: Path) -> Path:
+    """The rebuilt folder converted back to an F16 GGUF by llama.cpp's convert_hf_to_gguf.py."""
+    from strata.llamacpp import convert_hf
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STRATA_LLAMA_CPP", str(converters))
+        return convert_hf(real_hf, tmp_path_factory.mktemp("real-gguf") / "smollm2-f16.gguf", "f16",
+                          model_name="SmolLM2-135M-Instruct")
