@@ -72,7 +72,7 @@ def base_name(hf_dir: Path) -> str | None:
 def reference_provenance(hf_dir: Path) -> str | None:
     """What the HF reference really is when the kit made it (or the base it was merged onto): e.g. SmolLM2
     dequantized from a Q4_1 GGUF. None for any other model."""
-    from strata.build.merge import RECORD
+    from strata.export.merge import RECORD
 
     record = Path(hf_dir) / RECORD
     base = json.loads(record.read_text()).get("base_model") if record.is_file() else None

@@ -36,7 +36,7 @@ def reference_embeddings(hf: Path, texts: list[str]) -> np.ndarray:
 
 
 def llama_embeddings(gguf: Path, texts: list[str]) -> np.ndarray:
-    from strata.build.gguf_load import open_model
+    from strata.export.gguf_load import open_model
 
     llm = open_model(gguf, embedding=True, n_ctx=512, n_threads=2)
     try:

@@ -48,8 +48,8 @@ def test_rebuilt_f16_matches_shipped_q4_1(real_cache: Path, real_hf: Path, real_
     4-bit quantization of the same weights is (Q4_0 of the F16: the size of a 4-bit quantization error here)."""
     from transformers import AutoTokenizer
 
-    from strata.build.fidelity import gguf_logits, relative_error, top1_agreement
-    from strata.build.quantize import quantize_gguf
+    from strata.export.fidelity import gguf_logits, relative_error, top1_agreement
+    from strata.export.quantize import quantize_gguf
     from strata.kit.real_base import shipped_gguf
 
     tokens = AutoTokenizer.from_pretrained(real_hf)(TEXT)["input_ids"]
