@@ -15,7 +15,7 @@ Echo = Callable[[str], None]
 # real runs use the level presets as they are.
 QUICK_TRAINING = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
 # SmolLM2-135M on 2 cores: fewer, shorter steps at the presets' usual learning rate (a real model needs no push).
-REAL_TRAINING = {"max_steps": 8, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 2e-4}
+REAL_TRAINING = {"max_steps": 8, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 2e-4, "eval_batches": 4}
 
 
 @dataclass(frozen=True)

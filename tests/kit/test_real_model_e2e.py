@@ -9,9 +9,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+# ~4 CPU-minutes on 2 idle cores; the timeout leaves room for a machine shared by several test runs
+pytestmark = [pytest.mark.real_model, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-SHORT = {"max_steps": 2, "max_seq_len": 128, "batch_size": 2, "grad_accum": 1, "lr": 2e-4}
+SHORT = {"max_steps": 2, "max_seq_len": 128, "batch_size": 2, "grad_accum": 1, "lr": 2e-4, "eval_batches": 1}
 
 
 def test_real_base_trains_converts_serves_and_answers(workspace, real_cache: Path, real_hf: Path) -> None:
