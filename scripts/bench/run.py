@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 round, 1 completion of 16 tokens per launch, short long-stream (a few minutes)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each round starts every launch once "
-                   "(default 3)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds; each round starts every launch once "
+                   "(default 4)")
     p.add_argument("--repeats", type=int, default=2, help="streamed completions per measure per round (default 2)")
     p.add_argument("--max-tokens", type=int, default=96, help="tokens per single-stream completion (default 96)")
     p.add_argument("--switches", type=int, default=30, help="adapter switches per round (default 30)")
@@ -121,11 +121,9 @@ def strata_measures(base: str, rnd: int, args, model, data: dict) -> None:
     single("single", {})
     measure.set_adapters(base, [{"id": 0, "scale": 1.0}])
     single("single_adapter", {})
-    data.setdefault("concurrent_same", []).append(
-        measure.concurrent_streams(base, tags, args.concurrent_tokens, [{}] * 4))
+    concurrent(data, "concurrent_same", base, rnd, args, [{}] * 4)
     measure.set_adapters(base, [])
-    data.setdefault("concurrent_mixed", []).append(
-        measure.concurrent_streams(base, tags, args.concurrent_tokens, [per_adapter(i) for i in range(4)]))
+    concurrent(data, "concurrent_mixed", base, rnd, args, [per_adapter(i) for i in range(4)])
     during = measure.concurrent_streams(base, [f"p{rnd}-{i}" for i in range(4)], args.concurrent_tokens * 2,
                                         [{}] * 4, during=measure.posts_while_streaming(args.switches // 2))
     data.setdefault("post_during_streams", []).extend(during["during"])
@@ -136,20 +134,29 @@ def strata_measures(base: str, rnd: int, args, model, data: dict) -> None:
     data.setdefault("first_load", []).append(measure.first_load(base, model.loras[NEW_LORA]))
 
 
+def concurrent(data: dict, key: str, base: str, rnd: int, args, extras: list[dict]) -> None:
+    """`args.repeats` runs of 4 concurrent streams (fresh prompts each, so no prefix cache helps)."""
+    for rep in range(args.repeats):
+        data.setdefault(key, []).append(measure.concurrent_streams(
+            base, [f"c{rnd}-{rep}-{i}" for i in range(4)], args.concurrent_tokens, extras))
+
+
 def peer_measures(spec: PeerSpec, base: str, rnd: int, args, data: dict) -> None:
     """The measure(s) one peer launch is configured for."""
-    tags = [f"c{rnd}-{i}" for i in range(4)]
+    single = lambda key: data.setdefault(key, []).extend(asdict(s) for s in measure.single_stream(  # noqa: E731
+        base, [f"{key}-{rnd}-{i}" for i in range(args.repeats)], args.max_tokens, {}))
     key = {"lcp": "single", "ls-bare": "single", "ls-adapter": "single_adapter"}.get(spec.role)
     if key:
-        data.setdefault(key, []).extend(asdict(s) for s in measure.single_stream(
-            base, [f"{key}-{rnd}-{i}" for i in range(args.repeats)], args.max_tokens, {}))
+        single(key)
+    if spec.role == "strata-np1":  # the same two single-stream measures as llama-server -np 1, like for like
+        single("single")
+        measure.set_adapters(base, [{"id": 0, "scale": 1.0}])
+        single("single_adapter")
     if spec.role == "ls-same":
-        data.setdefault("concurrent_same", []).append(
-            measure.concurrent_streams(base, tags, args.concurrent_tokens, [{}] * 4))
+        concurrent(data, "concurrent_same", base, rnd, args, [{}] * 4)
         data.setdefault("chat", []).append(measure.chat_turns(base, f"chat-{rnd}"))
     if spec.role == "ls-mixed":
-        data.setdefault("concurrent_mixed", []).append(
-            measure.concurrent_streams(base, tags, args.concurrent_tokens, [per_adapter(i) for i in range(4)]))
+        concurrent(data, "concurrent_mixed", base, rnd, args, [per_adapter(i) for i in range(4)])
         data.setdefault("switch_id", []).extend(measure.switch_latencies(base, args.switches))
 
 
