@@ -16,9 +16,9 @@ SHORT = {"max_steps": 2, "max_seq_len": 128, "batch_size": 2, "grad_accum": 1, "
 
 
 def test_real_base_trains_converts_serves_and_answers(workspace, real_cache: Path, real_hf: Path) -> None:
-    from strata.pipeline import run_all
     from strata.cli import main
     from strata.kit.pdfs import write_sample_pdfs
+    from strata.pipeline import run_all
     from strata.serve.config import ServeConfig
     from strata.serve.server import serve_in_thread
 
