@@ -44,6 +44,11 @@ class TrainPreset:
     general_share: float = 0.0
     # any other transformers.TrainingArguments field, passed through as is (e.g. {save_total_limit: 2, optim: adamw_8bit})
     trainer: dict[str, Any] = field(default_factory=dict)
+    # user data this level trains on instead of data/processed/train.jsonl: globs (relative to the workspace) or
+    # mappings of strata.userdata.Source fields ({files, name, split, config, prompt_template, topic, max_samples})
+    datasets: list[str | dict[str, Any]] = field(default_factory=list)
+    # preference layers (--preferences): trl.DPOConfig's own fields, e.g. {beta: 0.1, loss_type: sigmoid}
+    dpo: dict[str, Any] = field(default_factory=dict)
 
 
 def load_train_preset(level: int, preset: str | None = None, **overrides: Any) -> TrainPreset:
