@@ -87,8 +87,7 @@ class _Client:
 
 def base_gguf(settings: Settings, echo: Callable[[str], None]) -> Path:
     """The base HF model as an F16 GGUF for the in-process teacher, converted once per base (keyed by its files)."""
-    from strata.modelfolder import resolve_base_model
-    from strata.modelfolder import fingerprint
+    from strata.modelfolder import fingerprint, resolve_base_model
     from strata.llamacpp import convert_hf
 
     base = resolve_base_model(settings, None)
