@@ -4,10 +4,9 @@ collator and one batch, the resume checkpoint; `strata build all --dry-run` plan
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
-
-import re
 
 import pytest
 from click.testing import CliRunner
