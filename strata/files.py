@@ -92,6 +92,24 @@ def staged_file(path: Path, text: bool = False,
             os.fsync(handle.fileno())
 
 
+@contextmanager
+def staged_dir(dest: Path) -> Iterator[Path]:
+    """Yield an empty folder beside `dest` to fill; on success it replaces `dest` (mode 0755) by one rename, on
+    failure it is removed: `dest` is never half-written."""
+    import shutil
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    try:
+        yield work
+        work.chmod(0o755)
+        shutil.rmtree(dest, ignore_errors=True)
+        work.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write `text` through a fsynced temp file and os.replace: readers never see half a file."""
     with staged_file(path, text=True) as handle:

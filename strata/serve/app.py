@@ -325,4 +325,6 @@ def create_app(config: ServeConfig) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.runtime = Runtime(config=config, metrics=Metrics())
-    return app
+    from strata.console.app import for_serve  # the web console at / (its routes come after every API route)
+
+    return for_serve(app, config)

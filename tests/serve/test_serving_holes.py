@@ -146,12 +146,27 @@ def test_concurrent_adapter_posts_take_effect_in_arrival_order(config_for, lora_
 
         thread = threading.Thread(target=slow)
         thread.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 120
+        while not converting(peft) and time.monotonic() < deadline:  # the slow one has arrived and is loading
+            time.sleep(0.02)
+        assert converting(peft)
         fast = client.post("/lora-adapters", json=[{"id": 0, "scale": 1.0}])  # sent last, answered first
         thread.join()
         active = [a["name"] for a in client.get("/lora-adapters").json() if a["active"]]
     assert fast.status_code == 200 and result["slow"] == 200
     assert active == ["alpha"]  # the request sent last wins
+
+
+def converting(folder: Path) -> bool:
+    """Whether llama.cpp's LoRA converter is running on `folder` (a child process of this test's server)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"convert_lora_to_gguf" in part for part in cmdline) and str(folder.resolve()).encode() in cmdline:
+            return True
+    return False
 
 
 @pytest.mark.parametrize("field, value, words", [("temperature", -0.5, "at least 0"), ("top_p", 1.5, "between 0"),
@@ -178,12 +193,12 @@ def test_models_slots_health_and_per_set_metrics(config_for, lora_dirs):
                                                     "ignore_eos": True, "lora": []}).status_code == 200
         slots = client.get("/slots").json()
         health = client.get("/health").json()
+        text = client.get("/metrics").text
         # llama.cpp #26207: a prompt cached under one set must not serve another set (the set is part of the key)
         same = {"prompt": PROMPT, "max_tokens": 1, "temperature": 0}
         under_alpha = client.post("/v1/completions", json=same).json()["usage"]
         under_beta = client.post("/v1/completions", json={**same, "lora": [{"path": str(lora_dirs["beta"]),
                                                                              "scale": 1.0}]}).json()["usage"]
-        text = client.get("/metrics").text
     assert len(slots) == 4 and all(s["state"] == "idle" for s in slots)
     cached = {s["adapters"]: s["cached_tokens"] for s in slots if s["cached_tokens"]}
     assert set(cached) == {"alpha@1", "base"}  # each cached prefix is keyed by the set it was computed under
