@@ -105,7 +105,7 @@ def test_build_all_dry_run_plans_every_stage_and_writes_nothing(kit_ws, tmp_path
     for number, name in enumerate(["pretest", "dataset", "level1", "level2", "topics", "merge", "convert", "archive"], 1):
         assert f"[{number}/8] {name}: would run" in out, out
     assert "[3/8] level1: would run (after dataset)" in out and "missing: train, val" in out
-    assert "steps: not counted yet" in out and f"does not exist; training data: run `strata build dataset`" in out
+    assert "steps: not counted yet" in out and "does not exist; training data: run `strata build dataset`" in out
     assert "dry run: 8 of 8 stages would run; nothing was run or written" in out
     assert tree(settings.workspace) == before
 
