@@ -109,7 +109,7 @@ def test_build_all_dry_run_plans_every_stage_and_writes_nothing(kit_ws, tmp_path
     for number, name in enumerate(names, 1):
         assert f"[{number}/10] {name}: would run" in out, out
     assert "[4/10] level1: would run (after dataset, synthesize)" in out and "missing: train, val" in out
-    assert "steps: not counted yet" in out and f"does not exist; training data: run `strata build dataset`" in out
+    assert "steps: not counted yet" in out and "does not exist; training data: run `strata build dataset`" in out
     assert "dry run: 10 of 10 stages would run; nothing was run or written" in out
     assert tree(settings.workspace) == before
 
