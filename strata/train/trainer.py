@@ -293,6 +293,7 @@ def _train_one(job: Job, model: Any, tokenizer: Any, ctx: Run, *, dry_run: bool,
 
     cfg = ctx.cfg
     blocks, val_blocks, steps = job_blocks(job, tokenizer, cfg, ctx.world_size)
+    tokens = sum(len(b.input_ids) for b in blocks)
     torch.manual_seed(cfg.seed)
     peft_model, ctx.targets = wrap_lora(model, cfg, use_dora=ctx.peft == "dora")
     trainable, total = peft_model.get_nb_trainable_parameters()

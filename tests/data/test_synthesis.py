@@ -88,7 +88,7 @@ def test_filters_reject_with_a_reason(built, tmp_path):
     drafts = [Draft("What is the lease payment schedule for a spaceship?", "Spaceships orbit Jupiter on Tuesdays "
                     "and pay rent in moon rocks.", "definition"),  # not in the chunk
               Draft("What does this passage say first?", sentence, "summary"),
-              Draft("What does this passage say first, please?", sentence, "summary"),  # near-duplicate question
+              Draft("What, then, does this passage say first?", sentence, "summary"),  # near-duplicate question
               Draft("What is said briefly here?", "Yes.", "definition"),
               Draft("What is the topic here?", "x " * 200, "list"),
               Draft("Why?", sentence, "summary"),
