@@ -3,7 +3,6 @@ adapters), a per-topic matrix (F1, ROUGE-L, answer perplexity), a forgetting che
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import defaultdict
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from strata.errors import StrataError
-from strata.files import atomic_write_json, atomic_write_text, read_jsonl
+from strata.files import atomic_write_json, atomic_write_text, read_json_or_none, read_jsonl
 from strata.qa import metrics as m
 from strata.qa.client import QAClient, ServerError
 from strata.qa.plan import ADAPTER_FILE, BASE, Layer
@@ -43,7 +42,7 @@ def topic_layers(settings: Settings) -> list[tuple[Path, str]]:
 
     found = []
     for folder in discover_layers(settings.peft):
-        topic = (_read(folder / SUMMARY_FILE) or {}).get("topic")
+        topic = (read_json_or_none(folder / SUMMARY_FILE) or {}).get("topic")
         if topic:
             found.append((folder, topic))
     return found
@@ -179,14 +178,6 @@ def run_gate(settings: Settings, *, model: str | Path | None = None, preset: str
     return record
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _write(settings: Settings, record: dict[str, Any], plan: list[Layer], layers: list[tuple[Path, str]]) -> Path:
     folder = settings.runs / f"gate-{time.strftime('%Y%m%dT%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,7 +185,7 @@ def _write(settings: Settings, record: dict[str, Any], plan: list[Layer], layers
     atomic_write_text(folder / "matrix.md", format_matrix(record) + "\n")
     atomic_write_json(settings.peft / GATE_FILE, record | {"run_dir": str(folder)})
     for layer, (path, _) in zip(plan[1:], layers):
-        summary = _read(path / SUMMARY_FILE) or {}
+        summary = read_json_or_none(path / SUMMARY_FILE) or {}
         summary["gate"] = record["verdicts"][layer.name] | {"row": record["matrix"][layer.name],
                                                             "base_row": record["matrix"][BASE],
                                                             "general": record["general"][layer.name],

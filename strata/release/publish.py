@@ -212,7 +212,7 @@ def _qa_sources(settings: Settings, model: Path, qa_dir: Path | None) -> tuple[l
 
 def _gate_matrix(settings: Settings) -> dict[str, Any] | None:
     """The last gate's per-topic matrix, forgetting numbers and verdicts (peft/gate.json), if the build ran one."""
-    record = _json(settings.peft / "gate.json")
+    record = read_json_or_none(settings.peft / "gate.json")
     return {k: record.get(k) for k in ("topics", "matrix", "general", "verdicts", "passed", "preset", "created")} \
         if record else None
 
