@@ -54,7 +54,7 @@ PROBES = ("What income tax rate does {section} prescribe?", "Which country's cou
           "What penalty is charged for breaching {section}?", "Who signed {section} into law, and when?")
 _WORD = re.compile(r"[a-z0-9]+")
 STOP = frozenset("a an the of to in on for and or is are be by with as at that this it its from which when what "
-                 "how does do under their there than was were has have not can may must any each such".split())
+                 "how does do under their there than was were has have not can may must any each such then also so".split())
 
 
 @dataclass(frozen=True)
