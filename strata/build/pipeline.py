@@ -3,6 +3,7 @@ records runs/<id>/manifest.json, skips unchanged stages and resumes from a failu
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -51,6 +52,8 @@ PATHS: dict[str, Callable[[Settings], Path]] = {
     "merged": lambda s: s.merged,
     "model": lambda s: s.model_path,
     "archive": lambda s: s.pdf_archive,
+    "index": lambda s: s.workspace / "index.sqlite",
+    "embedder": lambda s: Path(os.environ.get("EMBEDDING_MODEL") or s.models / "no-embedder"),  # identity only
 }
 
 
@@ -115,6 +118,13 @@ def _dataset(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]
     return {"counts": build_dataset(settings)["counts"]}
 
 
+def _index(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
+    from strata.index.builder import build_index
+
+    return build_index(settings, embedding_model=os.environ.get("EMBEDDING_MODEL") or None, progress=options.progress,
+                       echo=echo)
+
+
 def _merge(settings: Settings, options: Options, echo: Echo) -> str:
     from strata.build.merge import merge_levels
 
@@ -135,14 +145,15 @@ def _archive(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]
 
 
 def default_stages(options: Options) -> list[Stage]:
-    """Seed order: pretest -> dataset -> level1..N -> per-topic layers -> merge -> convert -> archive.
+    """Seed order: pretest -> dataset -> evidence index -> level1..N -> per-topic layers -> merge -> convert -> archive.
 
     Topic layers train on the base with every level merged in (with the top level's preset): that stack is exactly
     the model convert writes to MODEL_PATH, so a topic adapter served on it is what was trained."""
     levels = sorted(options.levels)
     data = ("train", "val", "base", "opt:train")
     stages = [Stage("pretest", _pretest, ("pdfs", "preset:pretest"), ("pretest",)),
-              Stage("dataset", _dataset, ("pretest", "pdfs", "preset:dataset", "base"), ("train", "val", "dataset_summary"))]
+              Stage("dataset", _dataset, ("pretest", "pdfs", "preset:dataset", "base"), ("train", "val", "dataset_summary")),
+              Stage("index", _index, ("train", "val", "base", "embedder"), ("index",))]
     for level in levels:
         below = tuple(f"peft:level{k}" for k in range(1, level))
         stages.append(Stage(f"level{level}", _train_call(level, False), (*data, f"preset:levels/level{level}", *below),
