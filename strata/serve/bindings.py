@@ -61,7 +61,9 @@ class Bindings:
             return json.loads(json.dumps(self._table))
 
     def set(self, kind: str, key: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        """Bind `key` (a topic or document) to `entries`; [] removes it. Saved before it takes effect."""
+        """Bind `key` (a topic or document) to `entries`; [] removes it. Saved before it takes effect. A path
+        inside an adapter root is stored by name, so a release carries the binding to another pod."""
+        entries = [self._named(e) for e in entries]
         with self._lock:
             table = json.loads(json.dumps(self._table))
             if entries:
@@ -71,6 +73,18 @@ class Bindings:
             atomic_write_json(self.path, table)
             self._table = table
             return json.loads(json.dumps(table))
+
+    def _named(self, entry: dict[str, Any]) -> dict[str, Any]:
+        if "path" not in entry:
+            return entry
+        path = Path(entry["path"]).expanduser().resolve()
+        for root in self.roots:
+            try:
+                name = path.relative_to(root.resolve()).as_posix()
+            except ValueError:
+                continue
+            return {"name": name.removesuffix("/adapter.gguf"), "scale": entry["scale"]}
+        return entry
 
     def lookup(self, topic: str | None, document: str | None) -> tuple[str, list[dict[str, Any]]] | None:
         """The binding for a request: its document's, else its topic's (("document"|"topic", entries)), or None."""
