@@ -83,12 +83,12 @@ def test_streamed_reply_carries_the_citations_in_its_first_event(api):
 
 
 def test_no_evidence_answer_without_asking_the_model(api):
-    body = _ask(api, prompt="Zebras gallop across xylophones?").json()
+    body = _ask(api, prompt="Do wombats juggle flamingos?").json()
     assert body["citations"] == [] and body["cited"] == [] and body["finish_reason"] == "no_evidence"
     assert "do not cover" in body["answer"] and body["usage"]["total_tokens"] == 0
     high = _ask(api, prompt=LEASE_Q, min_score=1e6).json()  # matches, but nothing scores that high
     assert high["citations"] == [] and "do not cover" in high["answer"]
-    with api.stream("POST", "/gen/ask", json={"prompt": "Zebras gallop across xylophones?", "stream": True}) as r:
+    with api.stream("POST", "/gen/ask", json={"prompt": "Do wombats juggle flamingos?", "stream": True}) as r:
         events = [json.loads(e[5:]) for e in r.iter_lines() if e.startswith("data:") and "[DONE]" not in e]
     assert events[0]["citations"] == [] and "do not cover" in events[1]["delta"]
 
