@@ -16,47 +16,63 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 
-def make_corpus(raw: Path, chunks_wanted: int, per_doc: int, seed: int = 0) -> int:
-    """Kit documents re-written under new topic names with their paragraphs reshuffled, until about
-    `chunks_wanted` chunks (each kit document makes about `per_doc`)."""
+def make_corpus(raw: Path, n_pdfs: int, seed: int = 0) -> None:
+    """`n_pdfs` kit-like PDFs: each draws its sections from the whole kit corpus, with paragraphs picked and
+    ordered at random, under its own topic name, so no two PDFs (and few chunks) repeat."""
     from strata.kit.pdfs import Document, load_corpus, write_document
 
     rng = random.Random(seed)
     corpus = list(load_corpus().values())
-    count = max(1, chunks_wanted // per_doc)
-    for i in range(count):
-        doc = corpus[i % len(corpus)]
+    pool = [(h, p) for doc in corpus for h, body in doc.sections for p in body.split("\n\n")]
+    for i in range(n_pdfs):
         sections = []
-        for heading, body in doc.sections:
-            paragraphs = body.split("\n\n")
-            rng.shuffle(paragraphs)
-            sections.append((heading, "\n\n".join(paragraphs)))
-        rng.shuffle(sections)
-        write_document(Document(f"{doc.topic}_{i:05d}", f"{doc.title} ({i})", tuple(sections)), raw)
-    return count
+        for _ in range(6):
+            heading = rng.choice(pool)[0]
+            sections.append((f"{heading} {rng.randrange(1000)}", "\n\n".join(p for _, p in rng.sample(pool, 4))))
+        write_document(Document(f"Topic_{i:05d}", f"Generated standard {i}", tuple(sections)), raw)
 
 
-def build(workspace: Path, chunks: int, tokenizer: Path, postgres: str | None) -> dict:
-    from strata.build.dataset import build_dataset
-    from strata.build.pretest import run_pretest
+def chunk_corpus(settings, target: int) -> int:
+    """train.jsonl rows from the generated PDFs with the dataset step's own extraction and chunker (tokens counted
+    as words: the bench needs volume, not the base tokenizer), no dedup; val.jsonl empty."""
+    from strata.build.chunking import chunk_section
+    from strata.build.pdftext import sections_from_pdf
+    from strata.files import atomic_write_jsonl
+
+    rows = []
+    for pdf in sorted(settings.raw_pdfs.rglob("*.pdf")):
+        source = pdf.relative_to(settings.raw_pdfs).as_posix()
+        for section in sections_from_pdf(pdf):
+            for n, chunk in enumerate(chunk_section(section, lambda t: len(t.split()), 200, 24, 260, 20)):
+                rows.append({"id": f"{source}-{len(rows)}", "text": chunk.text, "topic": pdf.parent.name,
+                             "source": source, "pages": chunk.pages, "heading": chunk.heading or pdf.stem})
+        if len(rows) >= target:
+            break
+    atomic_write_jsonl(settings.train_jsonl, rows[:target])
+    atomic_write_jsonl(settings.val_jsonl, [])
+    return len(rows[:target])
+
+
+def build(workspace: Path, chunks: int, postgres: str | None) -> dict:
     from strata.index.builder import build_index
     from strata.settings import Settings
 
-    settings = Settings.resolve(workspace=workspace, base_model=str(tokenizer), env={})
+    settings = Settings.resolve(workspace=workspace, env={})
     settings.ensure_skeleton()
     timings = {}
     if not settings.train_jsonl.is_file():
         started = time.perf_counter()
-        make_corpus(settings.raw_pdfs, chunks, per_doc=20)
-        run_pretest(settings)
-        build_dataset(settings)
-        timings["dataset_s"] = time.perf_counter() - started
+        make_corpus(settings.raw_pdfs, max(1, chunks // 8))
+        timings["pdfs_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        chunk_corpus(settings, chunks)
+        timings["chunking_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    build_index(settings, progress=True, echo=print)
+    build_index(settings, progress=True, echo=print, base="bench")
     timings["sqlite_build_s"] = time.perf_counter() - started
     if postgres:
         started = time.perf_counter()
-        build_index(settings, postgres, progress=True, echo=print)
+        build_index(settings, postgres, progress=True, echo=print, base="bench")
         timings["postgres_build_s"] = time.perf_counter() - started
     return {"settings": settings, **timings}
 
@@ -81,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--chunks", default="1000,100000", help="corpus sizes in chunks (comma list)")
     p.add_argument("--postgres", default=None, help="postgresql:// URL of a scratch database (tables replaced)")
-    p.add_argument("--tokenizer", required=True, help="HF model dir whose tokenizer chunks the PDFs (the kit's "
-                   "tiny base: `strata kit tiny-base`)")
     p.add_argument("--root", default=str(REPO / "workspace" / "runs" / "bench-retrieval"))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--top-k", type=int, default=4)
@@ -93,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for size in [int(s) for s in args.chunks.split(",")]:
-        built = build(Path(args.root) / f"c{size}", size, Path(args.tokenizer), args.postgres)
+        built = build(Path(args.root) / f"c{size}", size, args.postgres)
         settings = built["settings"]
         chunks = read_chunks(settings.train_jsonl, settings.val_jsonl)
         rng = random.Random(1)

@@ -67,6 +67,16 @@ def evidence_ws(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Se
     return settings
 
 
+@pytest.fixture(scope="session")
+def embedder_gguf(base_gguf: Path) -> Path:
+    """The real MiniLM GGUF embedder when `strata kit embedder` has made it, else the tiny base (mean-pooled)."""
+    try:
+        from strata.kit.embedder import default_embedder
+    except ImportError:
+        return base_gguf
+    return default_embedder() or base_gguf
+
+
 def _pg_bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name) or ""]
     if not found[-1]:

@@ -173,3 +173,17 @@ def test_injected_pdf_text_stays_data(api, injection):
     assert prompt.count("</evidence>") == 1 and prompt.index("</evidence>") > prompt.index("Ignore previous")
     assert "[9]" not in prompt and prompt.count("<passage>") == len(hits)
     assert text.split(".")[0] in prompt  # the words are there, as quoted data
+
+
+def test_strata_ask_prints_the_answer_and_its_citations(url):
+    from click.testing import CliRunner
+
+    from strata.cli import main
+
+    result = CliRunner().invoke(main, ["ask", "--server", url, LEASE_Q, "--topic", "ASC_Leases", "--max-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert "[1] ASC_Leases/ASC_Leases.pdf p. " in result.output and "retrieval: lexical" in result.output
+    as_json = CliRunner().invoke(main, ["ask", "--server", url, "Do wombats juggle flamingos?", "--json"])
+    assert json.loads(as_json.output)["citations"] == []
+    bad = CliRunner().invoke(main, ["ask", "--server", url, LEASE_Q, "--top-k", "0"])
+    assert bad.exit_code == 1 and "between 1 and 32" in bad.output

@@ -104,8 +104,8 @@ def _copy_ws(evidence_ws, tmp_path: Path):
 
     from strata.settings import Settings
 
-    shutil.copytree(evidence_ws.workspace, tmp_path / "ws")
-    return Settings.resolve(workspace=tmp_path / "ws", base_model=evidence_ws.base_model, env={})
+    shutil.copytree(evidence_ws.workspace, tmp_path / "copy")
+    return Settings.resolve(workspace=tmp_path / "copy", base_model=evidence_ws.base_model, env={})
 
 
 def test_index_survives_kill_9_mid_build(evidence_ws, base_gguf, tmp_path):
@@ -185,3 +185,19 @@ def test_bad_stores_get_clear_errors(tmp_path, base_gguf):
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0], result.stderr
+
+
+def test_strata_build_index_cli(evidence_ws, tmp_path):
+    from click.testing import CliRunner
+
+    from strata.cli import main
+
+    settings = _copy_ws(evidence_ws, tmp_path)
+    (settings.workspace / "index.sqlite").unlink()
+    result = CliRunner().invoke(main, ["build", "index", "--no-progress", "--workspace", str(settings.workspace)],
+                                env={"BASE_MODEL": settings.base_model})
+    assert result.exit_code == 0, result.output
+    assert "lexical only (no --embedding-model)" in result.output and (settings.workspace / "index.sqlite").is_file()
+    settings.val_jsonl.unlink()
+    missing = CliRunner().invoke(main, ["build", "index", "--workspace", str(settings.workspace)])
+    assert missing.exit_code == 1 and "strata build dataset" in missing.output

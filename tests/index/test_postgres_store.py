@@ -42,7 +42,7 @@ def test_postgres_and_sqlite_give_the_same_top_k(both):
             assert [h.score for h in a] == pytest.approx([h.score for h in b], rel=1e-9)
 
 
-def test_dense_rerank_agrees_between_stores(evidence_ws, postgres, base_gguf, tmp_path):
+def test_dense_rerank_agrees_between_stores(evidence_ws, postgres, embedder_gguf, base_gguf, tmp_path):
     """Vectors from a GGUF embedder (here the tiny base, mean-pooled): Postgres reranks them in SQL over real[]
     arrays, SQLite in numpy; the reranked top-k is the same."""
     import shutil
@@ -50,11 +50,11 @@ def test_dense_rerank_agrees_between_stores(evidence_ws, postgres, base_gguf, tm
     from strata.index.embedder import GgufEmbedder
     from strata.settings import Settings
 
-    shutil.copytree(evidence_ws.workspace, tmp_path / "ws")
-    settings = Settings.resolve(workspace=tmp_path / "ws", base_model=evidence_ws.base_model, env={})
-    build_index(settings, embedding_model=base_gguf, progress=False, echo=lambda _: None)
-    build_index(settings, postgres, embedding_model=base_gguf, progress=False, echo=lambda _: None)
-    embed = GgufEmbedder(base_gguf)
+    shutil.copytree(evidence_ws.workspace, tmp_path / "copy")
+    settings = Settings.resolve(workspace=tmp_path / "copy", base_model=evidence_ws.base_model, env={})
+    build_index(settings, embedding_model=embedder_gguf, progress=False, echo=lambda _: None)
+    build_index(settings, postgres, embedding_model=embedder_gguf, progress=False, echo=lambda _: None)
+    embed = GgufEmbedder(embedder_gguf)
     try:
         lite = Searcher(open_store(settings.workspace / "index.sqlite"), embed)
         pg = Searcher(open_store(postgres), embed)
@@ -69,5 +69,16 @@ def test_dense_rerank_agrees_between_stores(evidence_ws, postgres, base_gguf, tm
         assert changed, "the rerank never changed an order: it is not applied"
     finally:
         embed.close()
+    from strata.errors import StrataError
+    from strata.serve.config import ServeConfig
+    from strata.serve.evidence import open_evidence
+
+    served = open_evidence(ServeConfig(model=base_gguf, workspace=settings.workspace, embedding_model=embedder_gguf))
+    assert "lexical+dense" in served.note
+    served.close()
+    other = tmp_path / "other.gguf"
+    other.write_bytes(embedder_gguf.read_bytes() + b"\0")  # another file: other vectors
+    with pytest.raises(StrataError, match="holds vectors of embedder"):
+        open_evidence(ServeConfig(model=base_gguf, workspace=settings.workspace, embedding_model=other))
     build_index(evidence_ws, postgres, progress=False, echo=lambda _: None)  # leave the lexical index for others
 
