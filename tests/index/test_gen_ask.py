@@ -187,3 +187,9 @@ def test_strata_ask_prints_the_answer_and_its_citations(url):
     assert json.loads(as_json.output)["citations"] == []
     bad = CliRunner().invoke(main, ["ask", "--server", url, LEASE_Q, "--top-k", "0"])
     assert bad.exit_code == 1 and "between 1 and 32" in bad.output
+
+
+def test_readme_lists_the_ask_fields():
+    from strata.serve.ask import ask_fields_markdown
+
+    assert ask_fields_markdown() in (Path(__file__).resolve().parents[2] / "README.md").read_text()
