@@ -35,8 +35,8 @@ def make_corpus(raw: Path, n_pdfs: int, seed: int = 0) -> None:
 def chunk_corpus(settings, target: int) -> int:
     """train.jsonl rows from the generated PDFs with the dataset step's own extraction and chunker (tokens counted
     as words: the bench needs volume, not the base tokenizer), no dedup; val.jsonl empty."""
-    from strata.build.chunking import chunk_section
-    from strata.build.pdftext import sections_from_pdf
+    from strata.data.chunking import chunk_section
+    from strata.data.pdftext import sections_from_pdf
     from strata.files import atomic_write_jsonl
 
     rows = []

@@ -68,7 +68,7 @@ def base_fingerprint(settings: Settings) -> str | None:
         return recorded
     folder = Path(settings.base_model)
     if (folder / "config.json").is_file():
-        from strata.build.layers import fingerprint  # plain hashing, but build-side: never imported when serving
+        from strata.modelfolder import fingerprint  # plain hashing, but build-side: never imported when serving
 
         return fingerprint(folder)
     return None

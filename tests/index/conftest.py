@@ -52,8 +52,8 @@ def injection() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def evidence_ws(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Settings:
     """A workspace after pdf-pretest, dataset and `strata build index` (lexical) on the corpus above. Read-only."""
-    from strata.build.dataset import build_dataset
-    from strata.build.pretest import run_pretest
+    from strata.data.dataset import build_dataset
+    from strata.data.pretest import run_pretest
     from strata.index.builder import build_index
 
     settings = Settings.resolve(workspace=tmp_path_factory.mktemp("evidence_ws"), base_model=str(tiny_base), env={})

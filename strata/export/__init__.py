@@ -1,0 +1,1 @@
+"""Export stage: merged HF model, GGUF conversion and quantization, fidelity checks, adapter GGUF."""
