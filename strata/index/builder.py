@@ -31,27 +31,24 @@ def build_index(settings: Settings, index: str | Path | None = None, *, embeddin
     meta = Meta(dataset=dataset_fingerprint(settings.train_jsonl, settings.val_jsonl),
                 base=base if base is not None else base_fingerprint(settings), n_chunks=len(chunks),
                 avg_len=sum(len(w.split()) for w in indexed) / len(chunks), created=now_iso())
-    vectors = None
+    vectors, embedder = None, None
     if embedding_model:
         from strata.index.embedder import GgufEmbedder
 
         embedder = GgufEmbedder(Path(embedding_model), settings.n_threads)
-        try:
-            bar = tqdm(total=len(chunks), desc="embed chunks", unit="chunk", disable=None if progress else True)
-            vectors = []
-            for chunk in chunks:
-                vectors.append(embedder.embed([f"{chunk.heading}\n{chunk.text}"])[0])
-                bar.update(1)
-            bar.close()
-            meta.embedder, meta.dims = embedder.fingerprint, int(len(vectors[0]))
-        finally:
-            embedder.close()
+        meta.embedder, meta.dims = embedder.fingerprint, embedder.dims
+
+        def vectors(i: int) -> list[float]:  # computed while the temp file is written: one pass, one bar
+            return embedder.embed([f"{chunks[i].heading}\n{chunks[i].text}"])[0]
     store = open_store(target, create=True)
     try:
-        with tqdm(total=len(chunks), desc="index", unit="chunk", disable=None if progress else True) as bar:
+        label = "index + embed" if vectors is not None else "index"
+        with tqdm(total=len(chunks), desc=label, unit="chunk", disable=None if progress else True) as bar:
             store.write(meta, chunks, indexed, vectors, bar.update)
     finally:
         store.close()
+        if embedder is not None:
+            embedder.close()
     mode = "lexical+dense" if vectors is not None else "lexical only (no --embedding-model)"
     echo(f"evidence index: {len(chunks)} chunks from {len({c.source for c in chunks})} PDFs at {store.where}; "
          f"{meta.fingerprint()}; {mode}")

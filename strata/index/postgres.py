@@ -110,7 +110,7 @@ class PostgresStore:
         with self._lock:
             self._db.close()
 
-    def write(self, meta: Meta, chunks: Sequence[Chunk], words: Sequence[str], vectors: Any,
+    def write(self, meta: Meta, chunks: Sequence[Chunk], words: Sequence[str], vectors: Callable[[int], Any] | None,
               tick: Callable[[int], None]) -> None:
         """Fill strata_*_new tables, then drop the old tables and rename the new ones, all in one transaction."""
         new = _names("_new")
@@ -120,13 +120,14 @@ class PostgresStore:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
             cur.execute(SCHEMA.format(**new))
             counts: dict[str, int] = {}
-            for start in range(0, len(chunks), BATCH):
+            step = 64 if vectors is not None else BATCH  # embedding is slow: tick the bar often
+            for start in range(0, len(chunks), step):
                 rows = []
-                for i in range(start, min(start + BATCH, len(chunks))):
+                for i in range(start, min(start + step, len(chunks))):
                     c, w = chunks[i], words[i]
                     for term in set(w.split()):
                         counts[term] = counts.get(term, 0) + 1
-                    vector = None if vectors is None else [float(v) for v in vectors[i]]
+                    vector = None if vectors is None else [float(v) for v in vectors(i)]
                     rows.append((i + 1, c.chunk_id, c.topic, c.source, json.dumps(list(c.pages)), c.heading, c.text,
                                  c.split, w, len(w.split()), vector))
                 with cur.copy(f"COPY {new['chunks']} (rid, chunk_id, topic, source, pages, heading, text, split, "

@@ -96,7 +96,7 @@ class SqliteStore:
                 self._db = None
 
     # -- building ---------------------------------------------------------------------------------------------
-    def write(self, meta: Meta, chunks: Sequence[Chunk], words: Sequence[str], vectors: Any,
+    def write(self, meta: Meta, chunks: Sequence[Chunk], words: Sequence[str], vectors: Callable[[int], Any] | None,
               tick: Callable[[int], None]) -> None:
         """Build the whole index in `<name>.tmp-<pid>` beside the target and rename it over the target when
         complete: readers (and a kill -9 mid-build) only ever see the old file or the new one."""
@@ -110,14 +110,15 @@ class SqliteStore:
             db.execute("PRAGMA synchronous = OFF")
             db.executescript(SCHEMA)
             counts: dict[str, int] = {}
-            for start in range(0, len(chunks), BATCH):
-                part = range(start, min(start + BATCH, len(chunks)))
+            step = 64 if vectors is not None else BATCH  # embedding is slow: tick the bar often
+            for start in range(0, len(chunks), step):
+                part = range(start, min(start + step, len(chunks)))
                 rows = []
                 for i in part:
                     c, w = chunks[i], words[i]
                     for term in set(w.split()):
                         counts[term] = counts.get(term, 0) + 1
-                    blob = None if vectors is None else np.asarray(vectors[i], dtype=np.float32).tobytes()
+                    blob = None if vectors is None else np.asarray(vectors(i), dtype=np.float32).tobytes()
                     rows.append((i + 1, c.chunk_id, c.topic, c.source, _pages(c), c.heading, c.text, c.split, w,
                                  len(w.split()), blob))
                 db.executemany("INSERT INTO chunks VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
