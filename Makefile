@@ -55,6 +55,12 @@ demo-real: install
 bench: install
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench/run.py
+	$(PY) scripts/bench/retrieval.py --chunks $(RETRIEVAL_CHUNKS) $(if $(BENCH_POSTGRES),--postgres $(BENCH_POSTGRES))
+
+# evidence-index latency: corpus sizes in chunks (100000 needs ~12k generated PDFs: hours on 2 cores), and a scratch
+# Postgres database (its strata_* tables are replaced) to measure the shared store too
+RETRIEVAL_CHUNKS ?= 1000
+BENCH_POSTGRES ?=
 
 # Not part of `make test`: builds Dockerfile.cpu for real (docker, else buildah on a debootstrap bookworm base) and
 # runs /start.sh against kit-made models. IMAGES=build builds Dockerfile.cuda's stages with the CPU torch wheel and
