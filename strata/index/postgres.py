@@ -95,7 +95,7 @@ class PostgresStore:
         """Dot products (vectors are unit length: cosines) computed by Postgres over the candidates' arrays."""
         if not rids:
             return {}
-        rows = self._all("SELECT rid, (SELECT sum(a * b) FROM unnest(vector, %s::real[]) AS t(a, b)) "
+        rows = self._all("SELECT rid, (SELECT sum(a::float8 * b::float8) FROM unnest(vector, %s::real[]) AS t(a, b)) "
                          "FROM strata_chunks WHERE rid = ANY(%s) AND vector IS NOT NULL",
                          [[float(v) for v in vector], list(rids)])
         return {rid: float(score) for rid, score in rows}

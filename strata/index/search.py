@@ -63,7 +63,8 @@ class Searcher:
             return [Hit(r.chunk, s) for s, r in scored[:top_k]]
         vector = self.embed([query])[0]
         cosines = self.store.rerank([r.rid for _, r in scored], vector)
-        reranked = sorted(scored, key=lambda pair: (-cosines.get(pair[1].rid, -2.0), pair[1].rid))
+        # rounded: the stores sum in a different order, so near-ties break by chunk order in both
+        reranked = sorted(scored, key=lambda pair: (-round(cosines.get(pair[1].rid, -2.0), 9), pair[1].rid))
         return [Hit(r.chunk, s, cosines.get(r.rid)) for s, r in reranked[:top_k]]
 
 

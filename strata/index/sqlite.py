@@ -80,8 +80,8 @@ class SqliteStore:
             return {}
         marks = ",".join("?" * len(rids))
         rows = self._all(f"SELECT rid, vector FROM chunks WHERE rid IN ({marks}) AND vector IS NOT NULL", list(rids))
-        query = np.asarray(vector, dtype=np.float32)
-        return {rid: float(np.frombuffer(blob, dtype=np.float32) @ query) for rid, blob in rows}
+        query = np.asarray(vector, dtype=np.float32).astype(np.float64)
+        return {rid: float(np.frombuffer(blob, dtype=np.float32).astype(np.float64) @ query) for rid, blob in rows}
 
     def topics(self) -> list[str]:
         return [r[0] for r in self._all("SELECT DISTINCT topic FROM chunks ORDER BY topic")]

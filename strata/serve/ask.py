@@ -144,7 +144,7 @@ async def ask(request: Request, runtime: Any) -> Response:
     headers = {ADAPTERS_HEADER: label}
     head["adapters"] = label
     if req.stream:
-        return EventStream(_events(generation, head, sse), ping=15, headers=headers)
+        return EventStream(_events(generation, head, sse), ping=15, headers=headers, generation=generation)
     text, done = [], None
     async for event in generation.events():
         if isinstance(event, Token):
@@ -189,7 +189,9 @@ async def _no_evidence(req: AskRequest, engine: Any, chat: Any, head: dict[str, 
         yield sse(dumps({"finish_reason": "no_evidence", "cited": [], "usage": _usage(None)}))
         yield sse("[DONE]")
 
-    return EventStream(events(), ping=15, headers={header: label})
+    from sse_starlette.sse import EventSourceResponse  # nothing generates: no job to cancel
+
+    return EventSourceResponse(events(), ping=15, headers={header: label})
 
 
 async def _events(generation: Any, head: dict[str, Any], sse: Any) -> AsyncIterator[bytes]:
