@@ -13,6 +13,7 @@ from strata.index.store import Store
 from strata.index.terms import bm25, query_terms
 
 POOL_MIN, POOL_FACTOR = 64, 8  # candidates read per query: max(64, 8 x top_k)
+RERANK_MIN, RERANK_FACTOR = 16, 4  # of those, the BM25 best max(16, 4 x top_k) are reranked by cosine
 Embed = Callable[[Sequence[str]], list[list[float]]]
 
 
@@ -61,6 +62,8 @@ class Searcher:
         scored.sort(key=lambda pair: (-pair[0], pair[1].rid))
         if not self.dense or not scored:
             return [Hit(r.chunk, s) for s, r in scored[:top_k]]
+        # rerank the BM25 best of the pool only: each store pools by its own rank function, BM25 agrees on the top
+        scored = scored[:max(RERANK_MIN, RERANK_FACTOR * top_k)]
         vector = self.embed([query])[0]
         cosines = self.store.rerank([r.rid for _, r in scored], vector)
         # rounded: the stores sum in a different order, so near-ties break by chunk order in both
