@@ -10,9 +10,20 @@ export CMAKE_ARGS
 STAMP := $(VENV)/.strata-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test fuzz demo demo-real bench image-test clean-venv
+.PHONY: install test fuzz demo demo-real bench image-test clean-venv system-deps
 
-install: $(STAMP)
+install: system-deps $(STAMP)
+
+# Debian packages the tests use for real: PostgreSQL (the shared evidence index, started by the test fixture on a
+# private socket) and two real-world PDFs (libtasn1-doc, shared-mime-info). Installed only when missing.
+DEBIAN_DEPS := postgresql libtasn1-doc shared-mime-info
+system-deps:
+	@missing=""; for p in $(DEBIAN_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing; fi; \
+	fi
 
 $(STAMP): pyproject.toml constraints.txt Makefile scripts/llama_wheel.sh
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +55,12 @@ demo-real: install
 bench: install
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench/run.py
+	$(PY) scripts/bench/retrieval.py --chunks $(RETRIEVAL_CHUNKS) $(if $(BENCH_POSTGRES),--postgres $(BENCH_POSTGRES))
+
+# evidence-index latency: corpus sizes in chunks (100000 needs ~12k generated PDFs: hours on 2 cores), and a scratch
+# Postgres database (its strata_* tables are replaced) to measure the shared store too
+RETRIEVAL_CHUNKS ?= 1000
+BENCH_POSTGRES ?=
 
 # Not part of `make test`: builds Dockerfile.cpu for real (docker, else buildah on a debootstrap bookworm base) and
 # runs /start.sh against kit-made models. IMAGES=build builds Dockerfile.cuda's stages with the CPU torch wheel and

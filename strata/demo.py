@@ -106,12 +106,29 @@ def _serve_qa(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     return f"QA report: {Path(results['report_dir']) / 'report.html'}{note}"
 
 
+ASK = "When does a contract contain a lease?"
+
+
+def _ask(settings: Settings, options: DemoOptions, echo: Echo) -> str:
+    """`strata ask` on the built model and the evidence index (the answer, its citations, PDF and pages)."""
+    from strata.cli.ask import format_reply
+    from strata.qa.grounded import ask_once
+
+    reply = ask_once(settings, {"prompt": ASK, "max_tokens": options.qa_max_tokens})
+    echo(f"    strata ask {ASK!r}:")
+    for line in format_reply(reply).splitlines():
+        echo(f"      {line}")
+    sources = sorted({c["source"] for c in reply["citations"]})
+    return f"answer with {len(reply['citations'])} citations from {', '.join(sources) or 'no PDF'}"
+
+
 STAGES: list[Stage] = [
     Stage("sample PDFs", _sample_pdfs),
     Stage("base model", _base_model),
     Stage("embedder (real base only)", _embedder),
-    Stage("build train_all (pretest -> dataset -> pairs -> levels -> topics -> merge -> GGUF -> gate -> archive)",
-          _train_all),
+    Stage("build train_all (pretest -> dataset -> index -> pairs -> levels -> topics -> merge -> GGUF -> gate "
+          "-> archive)", _train_all),
+    Stage("strata ask: a grounded answer with citations", _ask),
     Stage("serve + QA across topic layers and a blend", _serve_qa),
 ]
 

@@ -3,6 +3,7 @@ records runs/<id>/manifest.json, skips unchanged stages and resumes from a failu
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ PATHS: dict[str, Callable[[Settings], Path]] = {
     "merged": lambda s: s.merged,
     "model": lambda s: s.model_path,
     "archive": lambda s: s.pdf_archive,
+    "index": lambda s: s.workspace / "index.sqlite",
+    "embedder": lambda s: Path(os.environ.get("EMBEDDING_MODEL") or s.models / "no-embedder"),  # identity only
 }
 
 
@@ -208,6 +211,13 @@ def _gate(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
     return run_gate(settings, progress=options.progress, echo=echo)
 
 
+def _index(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
+    from strata.index.builder import build_index
+
+    return build_index(settings, embedding_model=os.environ.get("EMBEDDING_MODEL") or None, progress=options.progress,
+                       echo=echo)
+
+
 def _merge(settings: Settings, options: Options, echo: Echo) -> str:
     from strata.export.merge import merge_levels
 
@@ -228,8 +238,8 @@ def _archive(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]
 
 
 def default_stages(options: Options) -> list[Stage]:
-    """Seed order: pretest -> dataset -> synthesize -> level1..N -> per-topic layers -> merge -> convert -> gate
-    -> archive.
+    """Seed order: pretest -> dataset -> evidence index -> synthesize -> level1..N -> per-topic layers -> merge
+    -> convert -> gate -> archive.
 
     Topic layers train on the base with every level merged in (with the top level's preset): that stack is exactly
     the model convert writes to MODEL_PATH, so a topic adapter served on it is what was trained."""
@@ -237,6 +247,7 @@ def default_stages(options: Options) -> list[Stage]:
     data = ("train", "val", "pairs_train", "pairs_val", "base", "opt:train")
     stages = [Stage("pretest", _pretest, ("pdfs", "preset:pretest"), ("pretest",)),
               Stage("dataset", _dataset, ("pretest", "pdfs", "preset:dataset", "base"), ("train", "val", "dataset_summary")),
+              Stage("index", _index, ("train", "val", "base", "embedder"), ("index",)),
               Stage("synthesize", _synthesize, ("train", "val", "base", "preset:synthesis", "opt:synthesis"),
                     ("pairs_train", "pairs_val", "synthesis_summary"))]
     for level in levels:

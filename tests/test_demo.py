@@ -28,5 +28,7 @@ def test_demo_runs_every_stage_and_leaves_pod_paths_alone(tmp_path, monkeypatch)
     assert (tmp_path / "demo" / "models" / "strata.Q4_K_M.gguf").is_file()
     assert pod_model.read_bytes() == b"the pod's real model"
     assert not (tmp_path / "pod" / "archive").exists()
-    assert any(line.startswith("[4/4]") for line in lines)
+    assert any(line.startswith("[5/5]") for line in lines)
+    assert "citations from" in rows[3][1] and "ASC_Leases/ASC_Leases.pdf" in rows[3][1], rows[3]
+    assert any("ASC_Leases/ASC_Leases.pdf p." in line for line in lines)  # strata ask printed its citations
     assert any("general ppl / drift" in line for line in lines)  # the gate's per-topic matrix was printed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from strata.cli.ask import ask
 from strata.cli.build import build
 from strata.cli.common import AliasGroup
 from strata.cli.console import console
@@ -24,6 +25,7 @@ def main() -> None:
     Typical flow:
       strata build train_all            # PDFs -> adapters -> merged -> Q4_K_M GGUF
       strata serve --model M.gguf --lora peft/level1
+      strata ask "When does a contract contain a lease?"   # cited answer
       strata qa --server http://127.0.0.1:5000
       strata release publish --store s3://bucket/strata   # then: strata serve --release NAME@prod
       strata console --server URL       # the web console alone (strata serve has it at /)
@@ -31,5 +33,5 @@ def main() -> None:
     """
 
 
-for command in (build, serve, console, qa, release, kit, demo):
+for command in (build, serve, ask, console, qa, release, kit, demo):
     main.add_command(command)

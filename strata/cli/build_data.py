@@ -96,6 +96,24 @@ def synthesize(generator: str | None, teacher_url: str | None, teacher_model: st
     click.echo(f"wrote {settings.pairs_train_jsonl} and {settings.pairs_val_jsonl}; summary {settings.synthesis_summary}")
 
 
+@click.command("index")
+@click.option("--index", metavar="PATH|postgresql://...", help="Where to build it: a SQLite file (default "
+              "WORKSPACE/index.sqlite, env STRATA_INDEX) or a Postgres URL shared by serving replicas.",
+              envvar="STRATA_INDEX")
+@click.option("--embedding-model", type=click.Path(dir_okay=False), envvar="EMBEDDING_MODEL",
+              help="GGUF sentence embedder (env EMBEDDING_MODEL): store a vector per chunk for the dense rerank. "
+              "Without it the index is lexical (BM25) only.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@workspace_option
+@friendly_errors
+def index(index: str | None, embedding_model: str | None, no_progress: bool, settings: Settings) -> None:
+    """Build the evidence index for /gen/ask from every chunk of train.jsonl and val.jsonl (held-out chunks too),
+    with topic, source PDF, pages and heading; the old index keeps serving until the new one is complete."""
+    from strata.index.builder import build_index
+
+    build_index(settings, index, embedding_model=embedding_model, progress=not no_progress, echo=click.echo)
+
+
 @click.command("archive")
 @click.option("--json", "as_json", is_flag=True, help="Print the archive record as JSON instead of a table.")
 @workspace_option
@@ -114,4 +132,4 @@ def archive(as_json: bool, settings: Settings) -> None:
     click.echo(f"moved {len(record['moved'])} PDFs to {record['archive']}; record: {record['record']}")
 
 
-COMMANDS: list[click.Command] = [pdf_pretest, dataset, synthesize, archive]
+COMMANDS: list[click.Command] = [pdf_pretest, dataset, synthesize, index, archive]

@@ -32,6 +32,14 @@ from strata.settings import Settings
               help="Gate for CI: exit 1 unless the best loaded non-base layer's mean METRIC (or LAYER's, with "
               "@LAYER) is >= VALUE. Metrics: exact_match, f1, rouge_l (0-1), bleu (0-100), tokens_per_s. Repeatable.")
 @click.option("--api-key", envvar="API_KEY", help="Bearer key for the server (env API_KEY).")
+@click.option("--grounded", is_flag=True, help="Grounded QA instead: each layer answers held-out questions with "
+              "evidence (/gen/ask) and without (plain chat); reports answer F1, citation accuracy (the question's "
+              "source chunk among the citations, its rank, and whether the answer cites it) and retrieval recall@k.")
+@click.option("--questions", type=int, default=20, show_default=True, help="With --grounded: held-out questions "
+              "(synthesized pairs_val.jsonl when present, else val.jsonl chunks).")
+@click.option("--top-k", type=int, default=5, show_default=True, help="With --grounded: evidence chunks per answer.")
+@click.option("--index", metavar="PATH|postgresql://...", help="With --grounded: evidence index of the in-process "
+              "server (default WORKSPACE/index.sqlite).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (layers, blends, prompt count, requests) and send nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @workspace_option
@@ -39,13 +47,20 @@ from strata.settings import Settings
 def qa(settings: Settings, server: str | None, model: str | None, release: str | None, store: str | None,
        layers: tuple[str, ...], blends: tuple[str, ...],
        prompts: str | None, from_val: int | None, max_tokens: int, seed: int, fail_under: tuple[str, ...],
-       api_key: str | None, dry_run: bool, quiet: bool) -> None:
+       api_key: str | None, grounded: bool, questions: int, top_k: int, index: str | None, dry_run: bool,
+       quiet: bool) -> None:
     """Compare the base model, every adapter layer and each blend on one prompt set: quality (exact match,
     token F1, ROUGE-L, BLEU, held-out perplexity) and latency (TTFT, tokens/s, total). Writes
     WORKSPACE/runs/qa-<timestamp>/ with results.json, report.md and report.html (with plots)."""
     from strata.errors import StrataError
     from strata.qa.harness import failed_gates, run_qa
 
+    if grounded:
+        from strata.qa.grounded import run_grounded
+
+        run_grounded(settings, server=server, model=model, layers=layers, count=questions, top_k=top_k,
+                     max_tokens=max_tokens, index=index, api_key=api_key, progress=not quiet, echo=click.echo)
+        return
     label = None
     if release:
         if server or model:

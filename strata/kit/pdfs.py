@@ -187,3 +187,9 @@ def write_sample_pdfs(dest: Path, with_bad: bool = False) -> list[Path]:
         for topic, doc in load_corpus().items()
     ]
     return written + _write_bad(dest / BAD_TOPIC, written[0]) if with_bad else written
+
+
+def write_document(doc: Document, dest: Path) -> Path:
+    """Write one Document (topic, title, (heading, body) sections) as dest/<topic>/<topic>.pdf, laid out like the
+    corpus: for extra topics made by benchmarks and tests."""
+    return _write(Path(dest) / doc.topic / f"{doc.topic}.pdf", _to_bytes(_render(doc)))

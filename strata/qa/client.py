@@ -90,6 +90,10 @@ class QAClient:
         latency = time.perf_counter() - started
         return Generation("".join(pieces), ttft, latency, usage_tokens if usage_tokens is not None else chunks)
 
+    def ask(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /gen/ask unstreamed: {"answer", "citations", "adapters", "usage", ...}."""
+        return self._request("POST", "/gen/ask", json=body)
+
     def prompt_logprobs(self, text: str, lora: list[tuple[str, float]] | None = None) -> list[float | None]:
         """Log-probabilities of the text's own tokens (echo + logprobs; the first is None), under `lora` if given."""
         body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0.0, **_lora_field(lora)}

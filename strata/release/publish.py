@@ -58,7 +58,7 @@ def publish(settings: Settings, store: Store, *, name: str | None = None, versio
     name = check_name(name or default_name(model), "release name")
     version = check_version(version or default_version())
     sources, adapter_meta = _adapter_sources(settings.peft, with_peft, adapters)
-    sources = _model_sources(model) + sources
+    sources = _model_sources(model) + sources + _evidence_sources(settings)
     fidelity = _fidelity(model)
     qa_sources, qa = ([], None) if no_qa else _qa_sources(settings, model, qa_dir)
     sources += qa_sources
@@ -118,6 +118,13 @@ def _model_sources(model: Path) -> list[Source]:
     if record.is_file():
         sources.append(Source(f"model/{record.name}", "fidelity", record))
     return sources
+
+
+def _evidence_sources(settings: Settings) -> list[Source]:
+    """The workspace's evidence index (role `index`) and adapter bindings (role `bindings`), when present."""
+    found = [("index/index.sqlite", "index", settings.workspace / "index.sqlite"),
+             ("bindings.json", "bindings", settings.workspace / "bindings.json")]
+    return [Source(path, role, local) for path, role, local in found if local.is_file()]
 
 
 def _fidelity_path(model: Path) -> Path:

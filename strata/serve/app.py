@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from strata.serve import ask
 from strata.serve.config import ServeConfig
 from strata.serve.embeddings import encode
 from strata.serve.engine import Engine, Generation
@@ -48,6 +49,7 @@ class Runtime:
     metrics: Metrics
     engine: Engine | None = None
     error: str | None = None
+    evidence: Any = None  # strata.serve.evidence.Evidence: the index /gen/ask retrieves from, and the bindings
 
     def ready_engine(self) -> Engine:
         if self.engine is None:
@@ -149,7 +151,8 @@ async def health(request: Request, runtime: Runtime) -> Response:
     return JSONResponse({"status": "ok", "model": runtime.config.model_name,
                          "adapters": len(engine.registry.adapters), "adapter_bytes": engine.registry.memory_bytes(),
                          "max_loaded_adapters": engine.registry.max_loaded, "slots": engine.model.parallel,
-                         "slots_busy": engine.scheduler.busy(), **_release(runtime.config)})
+                         "slots_busy": engine.scheduler.busy(), **_release(runtime.config),
+                         "evidence": runtime.evidence.note if runtime.evidence is not None else None})
 
 
 async def models(request: Request, runtime: Runtime) -> Response:
@@ -308,6 +311,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if runtime.engine is not None:
         engine, runtime.engine = runtime.engine, None
         await run_in_threadpool(engine.close)  # stops the decode loop first, then frees the model
+    if runtime.evidence is not None:
+        runtime.evidence.close()
 
 
 def create_app(config: ServeConfig) -> Starlette:
@@ -322,9 +327,16 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/v1/completions", endpoint("completions", _completion_handler("text")), methods=["POST"]),
         Route("/v1/chat/completions", endpoint("chat", _completion_handler("chat")), methods=["POST"]),
         Route("/v1/embeddings", endpoint("embeddings", embeddings), methods=["POST"]),
+        Route("/gen/ask", endpoint("gen-ask", ask.ask), methods=["POST"]),
+        Route("/adapters/bindings", endpoint("bindings", ask.list_bindings), methods=["GET"]),
+        Route("/adapters/bindings", endpoint("bindings", ask.set_binding), methods=["POST"]),
     ]
+    from strata.serve.evidence import open_evidence
+
+    evidence = open_evidence(config)  # at start: a bad or mismatched index stops the server before it listens
+    log.info("%s", evidence.note)
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
-    app.state.runtime = Runtime(config=config, metrics=Metrics())
+    app.state.runtime = Runtime(config=config, metrics=Metrics(), evidence=evidence)
     from strata.console.app import for_serve  # the web console at / (its routes come after every API route)
 
     return for_serve(app, config)

@@ -21,6 +21,10 @@ DEFAULT_MAX_BODY = 1 << 20  # 1 MiB is plenty for chat + adapter bodies
 # "strength" boosts or negations go a few times 1 either way. 8 leaves room for those and rejects typos (100,
 # 1e308) that would silently wreck every later reply on the global set.
 DEFAULT_MAX_LORA_SCALE = 8.0
+# /gen/ask: chunks of evidence per answer, and the BM25 score a chunk needs to count as evidence (seed 000's knobs)
+DEFAULT_EVIDENCE_TOP_K = 4
+DEFAULT_MIN_RANK_SCORE = 1.0
+MAX_EVIDENCE_TOP_K = 32
 
 
 def finite_float32(value: float) -> bool:
@@ -76,6 +80,10 @@ class ServeConfig:
     switch_budget: int = 32  # decode steps an adapter set keeps the context while another set waits
     max_queue: int = 64  # requests waiting for a slot before new ones get 429
     max_loaded_adapters: int = 16  # adapters kept loaded; idle ones are evicted least-recently-used first (0: no cap)
+    index: str | None = None  # evidence index: a SQLite path or postgresql:// URL (default WORKSPACE/index.sqlite)
+    embedding_model: Path | None = None  # GGUF embedder for the dense rerank; None: lexical only
+    evidence_top_k: int = DEFAULT_EVIDENCE_TOP_K
+    min_rank_score: float = DEFAULT_MIN_RANK_SCORE
 
     def __post_init__(self) -> None:
         """Start-up adapters obey the same scale and path rules as POST /lora-adapters."""
@@ -89,6 +97,12 @@ class ServeConfig:
         if 0 < self.max_loaded_adapters < len(self.loras):
             raise StrataError(f"{len(self.loras)} start-up adapters do not fit --max-loaded-adapters "
                               f"{self.max_loaded_adapters}; raise it.")
+        if not 1 <= self.evidence_top_k <= MAX_EVIDENCE_TOP_K:
+            raise StrataError(f"--evidence-top-k (GEN_EVIDENCE_TOP_K) must be between 1 and {MAX_EVIDENCE_TOP_K}, "
+                              f"got {self.evidence_top_k!r}.")
+        if not math.isfinite(self.min_rank_score):
+            raise StrataError(f"--min-rank-score (GEN_MIN_RANK_SCORE) must be a finite number, got "
+                              f"{self.min_rank_score!r}.")
         for path, scale in self.loras:
             try:
                 check_path(path, f"start-up adapter path {path[:80]!r}")
@@ -229,7 +243,32 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
                    help="log one line per HTTP request (True/False, default False: writing it cost about 0.3 ms "
                    "per request here, a third of an idle adapter switch; /metrics counts requests per route and "
                    "status either way)")
+    p.add_argument("--index", default=None, metavar="PATH|postgresql://...", help="evidence index for POST /gen/ask: "
+                   "a SQLite file or a Postgres URL shared by replicas (env STRATA_INDEX; default "
+                   "WORKSPACE/index.sqlite when it exists, or the release's index with --release)")
+    p.add_argument(*_flags("embedding_model"), default=None, metavar="M.gguf", help="GGUF sentence embedder: "
+                   "reranks the lexical candidates by cosine when the index holds its vectors (env EMBEDDING_MODEL); "
+                   "without it retrieval is lexical (BM25) only")
+    p.add_argument(*_flags("evidence_top_k"), type=int, default=None, metavar="K", help="chunks of evidence per "
+                   f"answer when a request gives no top_k (env GEN_EVIDENCE_TOP_K, default {DEFAULT_EVIDENCE_TOP_K})")
+    p.add_argument(*_flags("min_rank_score"), type=float, default=None, metavar="S", help="BM25 score a chunk needs "
+                   "to count as evidence when a request gives no min_score (env GEN_MIN_RANK_SCORE, default "
+                   f"{DEFAULT_MIN_RANK_SCORE:g}); below it for every chunk, /gen/ask says the documents do not cover "
+                   "the question")
     return p
+
+
+def _env_number(env: dict[str, str], name: str, kind: type, flag: Any, default: Any) -> Any:
+    if flag is not None:
+        return flag
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise StrataError(f"{name} must be {'a whole number' if kind is int else 'a number'}, got {value!r}.") \
+            from None
 
 
 def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str = "strata serve") -> ServeConfig:
@@ -262,6 +301,11 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         model_alias=ns.model_alias, verbose=ns.verbose, max_lora_scale=ns.max_lora_scale,
         access_log=ns.access_log, kv_unified=ns.kv_unified, switch_budget=ns.switch_budget,
         max_queue=ns.max_queue, max_loaded_adapters=ns.max_loaded_adapters,
+        index=ns.index or env.get("STRATA_INDEX") or None,
+        embedding_model=Path(ns.embedding_model or env["EMBEDDING_MODEL"]) if ns.embedding_model
+        or env.get("EMBEDDING_MODEL") else None,
+        evidence_top_k=_env_number(env, "GEN_EVIDENCE_TOP_K", int, ns.evidence_top_k, DEFAULT_EVIDENCE_TOP_K),
+        min_rank_score=_env_number(env, "GEN_MIN_RANK_SCORE", float, ns.min_rank_score, DEFAULT_MIN_RANK_SCORE),
     )
 
 

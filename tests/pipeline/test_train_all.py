@@ -55,13 +55,16 @@ def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspac
     settings, presets = kit_workspace
     lines: list[str] = []
     first = run_all(settings, levels=(1, 2), per_topic=True, train_overrides=QUICK, progress=False, echo=lines.append)
-    names = ["pretest", "dataset", "synthesize", "level1", "level2", "topics", "merge", "convert", "gate", "archive"]
+    names = ["pretest", "dataset", "index", "synthesize", "level1", "level2", "topics", "merge", "convert", "gate",
+             "archive"]
     assert list(_statuses(first)) == names and set(_statuses(first).values()) == {"ok"}
     topics = next(s for s in first["stages"] if s["name"] == "topics")["result"]
     assert sorted(Path(t).name for t in topics) == sorted(TOPICS)  # --max-train-samples caps each topic
     for folder in ("level1", "level2", *(Path(t).name for t in topics)):
         assert (settings.peft / folder / "adapter.gguf").is_file(), folder
     assert settings.model_path.is_file() and (settings.merged / "tokenizer.model").is_file()
+    assert next(s for s in first["stages"] if s["name"] == "index")["result"]["mode"] == "lexical"
+    assert (settings.workspace / "index.sqlite").is_file()
     convert = next(s for s in first["stages"] if s["name"] == "convert")
     assert convert["result"]["passed"] and convert["result"]["relative_error"] < 1e-2
     assert convert["inputs"]["opt:quant"]["hash"] and convert["duration_s"] > 0
