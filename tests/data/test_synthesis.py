@@ -27,8 +27,8 @@ from strata.settings import Settings
 pytestmark = pytest.mark.timeout(2400)  # llm tests serve a GGUF and ask it per chunk: slow on a shared box
 
 
-def _copy(built: Settings, root: Path) -> Settings:
-    settings = Settings.resolve(workspace=root, base_model=built.base_model, env={})
+def _copy(built: Settings, root: Path, base_model: Path | None = None) -> Settings:
+    settings = Settings.resolve(workspace=root, base_model=str(base_model or built.base_model), env={})
     settings.ensure_skeleton()
     for name in ("train.jsonl", "val.jsonl", "dataset_summary.json"):
         shutil.copy(built.processed / name, settings.processed / name)
@@ -125,7 +125,7 @@ def test_llm_generator_on_the_real_engine(built, base_gguf, tmp_path):
                        teacher=teacher, limit=3, progress=False)
     assert not list((settings.processed / "synthesis_cache").glob("*.json"))  # failures are not cached
     good = _preset(tmp_path, teacher_max_tokens=900, teacher_pairs=2, min_support=0.0, min_answer_words=1,
-                   min_question_words=1)
+                   max_answer_words=2000, min_question_words=1)
     summary = syn.synthesize(settings, preset=good, generator="llm", teacher=teacher, limit=3, progress=False)
     assert summary["requests"]["requested"] == 3 and summary["requests"]["cached"] == 0
     cached = [json.loads(p.read_text()) for p in (settings.processed / "synthesis_cache").glob("*.json")]
@@ -143,11 +143,11 @@ def test_llm_generator_on_the_real_engine(built, base_gguf, tmp_path):
 def test_killed_llm_synthesis_resumes_without_duplicates(built, base_gguf, tmp_path):
     settings = _copy(built, tmp_path / "ws")
     preset = _preset(tmp_path, teacher_max_tokens=900, teacher_pairs=2, min_support=0.0, min_answer_words=1,
-                     min_question_words=1, teacher_concurrency=2)
+                     max_answer_words=2000, min_question_words=1, teacher_concurrency=2)
     cache = settings.processed / "synthesis_cache"
     argv = [sys.executable, "-m", "strata", "build", "synthesize", "--generator", "llm", "--teacher-model",
             str(base_gguf), "--preset", preset, "--limit", "8", "--workspace", str(settings.workspace)]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
@@ -169,10 +169,10 @@ def test_killed_llm_synthesis_resumes_without_duplicates(built, base_gguf, tmp_p
     assert len(list(cache.glob("*.json"))) == 8
 
 
-def test_synthesize_is_a_train_all_stage_skipped_when_unchanged(built, tmp_path):
+def test_synthesize_is_a_train_all_stage_skipped_when_unchanged(built, tiny_base, tmp_path):
     from strata.pipeline import Options, default_stages, run_stages
 
-    settings = _copy(built, tmp_path / "ws")
+    settings = _copy(built, tmp_path / "ws", base_model=tiny_base)  # the dataset stage tokenizes with the base
     stages = [s for s in default_stages(Options()) if s.name in ("pretest", "dataset", "synthesize")]
     options = Options()
     first = run_stages(settings, stages, options, echo=lambda _: None)
