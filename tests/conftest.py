@@ -89,6 +89,13 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           pretrain_steps=60, seed=0)
 
 
+@pytest.fixture
+def on_tiny_base(workspace: Settings, tiny_base: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The per-test workspace with BASE_MODEL pointing at the session's tiny base."""
+    monkeypatch.setenv("BASE_MODEL", str(tiny_base))
+    return Settings.resolve()
+
+
 @pytest.fixture(scope="session")
 def base_gguf(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny base converted to an F16 GGUF by llama.cpp's own converter."""

@@ -11,13 +11,6 @@ from strata.settings import Settings
 
 
 @pytest.fixture
-def on_tiny_base(workspace: Settings, tiny_base: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The per-test workspace with BASE_MODEL pointing at the session's tiny base."""
-    monkeypatch.setenv("BASE_MODEL", str(tiny_base))
-    return Settings.resolve()
-
-
-@pytest.fixture
 def two_levels(on_tiny_base: Settings, lora_dirs: dict[str, Path]) -> Settings:
     """peft/level1 = the `alpha` LoRA, peft/level2 = the `beta` LoRA (real PEFT dirs on the tiny base)."""
     for level, name in ((1, "alpha"), (2, "beta")):
