@@ -165,8 +165,6 @@ KNOWN_BROKEN: dict[str, str] = {
         "not run since index + synthesize + gate stages were merged into one pipeline",
     "tests/test_demo.py::test_demo_runs_every_stage_and_leaves_pod_paths_alone":
         "not run since the ask and gate stages were merged into one demo",
-    "tests/index/test_postgres_store.py::test_dense_rerank_agrees_between_stores":
-        "the last fix (rerank the BM25 best max(16, 4k) only) was never run",
 }
 
 
