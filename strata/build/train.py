@@ -241,7 +241,8 @@ def _fit(job: Job, model: Any, blocks: list, val_blocks: list, tokenizer: Any, c
     from strata.build.trainmeter import meter_callback, progress_callback
 
     cfg: TrainPreset = ctx["cfg"]
-    identity = {"total_steps": steps, "dataset_sha256": sha256_file(ctx["settings"].train_jsonl),
+    dataset_sha = ctx.get("dataset_sha256") or sha256_file(ctx["settings"].train_jsonl)  # soft prompts pass theirs
+    identity = {"total_steps": steps, "dataset_sha256": dataset_sha,
                 "blocks": len(blocks), "global_batch": cfg.batch_size * cfg.grad_accum * ctx["world_size"]}
     checkpoint = resume.resolve_resume(job.out, resume_from)
     if checkpoint is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from strata.cli.build_softprompt import soft_prompt_options, train_soft_prompt_command
 from strata.cli.common import friendly_errors, workspace_option
 from strata.settings import Settings
 
@@ -41,18 +42,34 @@ def training_knobs(func):
 @click.option("--base-model", default=None, help="A local HF model dir or a Hugging Face hub id (default: BASE_MODEL).")
 @click.option("--preset", default=None, help="Preset name under presets/ or a .yaml path (default: levels/levelN).")
 @click.option("--save-steps", type=click.IntRange(1), default=None, help="Write a resumable checkpoint every N steps.")
+@soft_prompt_options
 @training_knobs
 @workspace_option
 @friendly_errors
 def train(settings: Settings, level: int, per_topic: bool, topics: str | None, peft_kind: str, quantization: str,
           max_train_samples: int | None, dry_run: bool, resume_from: str | None, base_model: str | None,
           preset: str | None, epochs: float | None, max_steps: int | None, lr: float | None,
-          save_steps: int | None, no_progress: bool, nproc: int) -> None:
+          save_steps: int | None, no_progress: bool, nproc: int, soft_prompt: str | None = None,
+          fidelity_gguf: str | None = None, train_files: tuple[str, ...] = ()) -> None:
     """Train LoRA level N (or per-topic layers) with the Hugging Face Trainer and export each adapter to GGUF for
     the server. Runs data-parallel under `torchrun --nproc_per_node N -m strata build train ...` (or with --nproc N);
-    only rank 0 writes."""
+    only rank 0 writes. With --soft-prompt NAME it trains a soft prompt instead (on CPU in minutes on a small base)."""
     from strata.build import distributed
     from strata.build.train import train_level
+
+    if soft_prompt:
+        out = train_soft_prompt_command(
+            settings, soft_prompt, preset=preset, train_files=train_files, base_model=base_model,
+            topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,
+            fidelity_gguf=fidelity_gguf, max_train_samples=max_train_samples, resume_from=resume_from,
+            progress=not no_progress, overrides={"epochs": epochs, "max_steps": max_steps, "lr": lr,
+                                                 "save_steps": save_steps},
+            refused={"--per-topic": per_topic, "--peft dora": peft_kind != "lora", "--dry-run": dry_run,
+                     "--quantization": quantization != "none", "--nproc": nproc > 1})
+        click.echo(f"wrote {out}")
+        return
+    if train_files or fidelity_gguf:
+        raise click.UsageError("--train-files and --fidelity-gguf go with --soft-prompt NAME here.")
 
     written = train_level(
         settings, level, per_topic=per_topic, topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,

@@ -27,11 +27,13 @@ from strata.serve.jobs import Token
 from strata.serve.metrics import Metrics
 from strata.serve.registry import set_label
 from strata.serve.responses import Reply
-from strata.serve.schemas import parse_adapter_body, parse_completion, parse_embeddings, read_json
+from strata.serve.schemas import (parse_adapter_body, parse_completion, parse_embeddings, parse_soft_prompt_body,
+                                  read_json)
 
 log = logging.getLogger("strata.serve")
 SHUTDOWN_GRACE_S = 3.0
 ADAPTERS_HEADER = "X-Strata-Adapters"  # e.g. "base" or "alpha@1+beta@0.4": the adapter set a reply ran under
+SOFT_PROMPT_HEADER = "X-Strata-Soft-Prompt"  # the soft prompt a reply ran under (absent: none)
 Handler = Callable[[Request, "Runtime"], Awaitable[Response]]
 
 
@@ -157,6 +159,16 @@ async def set_adapters(request: Request, runtime: Runtime) -> Response:
     return JSONResponse(await engine.set_adapters(refs))
 
 
+async def list_soft_prompts(request: Request, runtime: Runtime) -> Response:
+    return JSONResponse(runtime.ready_engine().soft_prompts.listing())
+
+
+async def set_soft_prompts(request: Request, runtime: Runtime) -> Response:
+    engine = runtime.ready_engine()
+    changes = parse_soft_prompt_body(await read_json(request, runtime.config.max_body_bytes))
+    return JSONResponse(await engine.set_soft_prompts(changes))
+
+
 def _completion_handler(kind: str) -> Handler:
     async def handle(request: Request, runtime: Runtime) -> Response:
         engine = runtime.ready_engine()
@@ -166,6 +178,8 @@ def _completion_handler(kind: str) -> Handler:
         reply = Reply(kind=kind, model=req.model or runtime.config.model_name, prompt_text=echoed,
                       logprobs=req.logprobs is not None)
         headers = {ADAPTERS_HEADER: set_label(generation.job.lora)}  # the set this reply ran under
+        if generation.job.soft is not None:
+            headers[SOFT_PROMPT_HEADER] = generation.job.soft.name
         if req.stream:
             # on SIGTERM the scheduler fails in-flight jobs at once; the grace period lets that error event out
             return EventStream(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15,
@@ -278,6 +292,8 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/metrics", endpoint("metrics", metrics), methods=["GET"]),
         Route("/lora-adapters", endpoint("lora-adapters", list_adapters), methods=["GET"]),
         Route("/lora-adapters", endpoint("lora-adapters", set_adapters), methods=["POST"]),
+        Route("/soft-prompts", endpoint("soft-prompts", list_soft_prompts), methods=["GET"]),
+        Route("/soft-prompts", endpoint("soft-prompts", set_soft_prompts), methods=["POST"]),
         Route("/v1/completions", endpoint("completions", _completion_handler("text")), methods=["POST"]),
         Route("/v1/chat/completions", endpoint("chat", _completion_handler("chat")), methods=["POST"]),
         Route("/v1/embeddings", endpoint("embeddings", embeddings), methods=["POST"]),

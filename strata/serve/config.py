@@ -72,6 +72,8 @@ class ServeConfig:
     access_log: bool = False  # uvicorn's line per request: about 0.3 ms of the event loop each (measured)
     release: dict[str, Any] | None = None  # {name, version, tag, path, adapters} when serving a pulled release
     max_lora_scale: float = DEFAULT_MAX_LORA_SCALE
+    soft_prompt: str | None = None  # default soft prompt: a name under WORKSPACE/soft_prompts/ or a path
+    soft_prompt_enabled: bool | None = None  # apply the default to requests that name none (None: when one is set)
 
     def __post_init__(self) -> None:
         """Start-up adapters obey the same scale and path rules as POST /lora-adapters."""
@@ -108,6 +110,15 @@ def _bool(value: str | bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def _env_bool(env: dict[str, str], name: str) -> bool | None:
+    """A True/False environment variable (None when unset or empty); a clear error for anything else."""
+    value = env.get(name, "").strip()
+    try:
+        return _bool(value) if value else None
+    except argparse.ArgumentTypeError as exc:
+        raise StrataError(f"{name}: {exc}; set it to true or false.") from None
 
 
 def _scale(value: str) -> float:
@@ -198,6 +209,13 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
                    "only to convert a PEFT adapter dir without adapter.gguf on the fly (needs torch)")
     p.add_argument(*_flags("max_body_bytes"), type=int, default=DEFAULT_MAX_BODY, help="largest request body "
                    "accepted (default 1 MiB); bigger ones get 413")
+    p.add_argument(*_flags("soft_prompt"), default=None, metavar="NAME|PATH",
+                   help="default soft prompt (env SOFT_PROMPT): a name under WORKSPACE/soft_prompts/ or a soft prompt "
+                   "dir / softprompt.gguf under an allowed root; applied to every request that sends no "
+                   "\"soft_prompt\" while enabled. A missing or mismatched one stops the start")
+    p.add_argument(*_flags("soft_prompt_enabled"), type=_bool, nargs="?", const=True, default=None,
+                   help="apply the default soft prompt (True/False; env SOFT_PROMPT_ENABLED; default True when a "
+                   "--soft-prompt is given); switch at runtime with POST /soft-prompts {\"enabled\": ...}")
     p.add_argument(*_flags("model_alias"), default=None, help="name of the base in /v1/models (default: file stem)")
     p.add_argument(*_flags("verbose"), type=_bool, nargs="?", const=True, default=False,
                    help="print llama.cpp's own logs")
@@ -236,7 +254,9 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         n_gpu_layers=ns.n_gpu_layers,
         seed=ns.seed, base_model=settings.base_model, max_body_bytes=ns.max_body_bytes,
         model_alias=ns.model_alias, verbose=ns.verbose, max_lora_scale=ns.max_lora_scale,
-        access_log=ns.access_log,
+        access_log=ns.access_log, soft_prompt=ns.soft_prompt or env.get("SOFT_PROMPT") or None,
+        soft_prompt_enabled=ns.soft_prompt_enabled if ns.soft_prompt_enabled is not None else (
+            _env_bool(env, "SOFT_PROMPT_ENABLED")),
     )
 
 

@@ -18,6 +18,7 @@ from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel, set_adapters
 from strata.serve.registry import LoraSet, set_key, set_label
 from strata.serve.sampling import DEFAULT_SEED, SamplerChain, logprobs_at
+from strata.serve.softprompts import Prefill, prefill_markers, sequence
 from strata.serve.text import TextStream
 
 log = logging.getLogger("strata.serve")
@@ -86,6 +87,7 @@ class Scheduler:
         self._plain_decode = 0.0  # EMA of a decode without a change
         self._outbox: list[tuple[Job, Any]] = []  # events of this step, handed over by _flush
         self._batch = llama_cpp.llama_batch_init(model.n_batch, 0, 1)
+        self._prefill: Prefill | None = None  # the soft prompts' embedding batch, made on first use
         self._eog = [t for t in range(model.n_vocab) if model.is_eog(t)]
         self._thread = threading.Thread(target=self._run, name="strata-decode", daemon=True)
         self._thread.start()
@@ -146,6 +148,8 @@ class Scheduler:
             log.error("the decode thread did not stop within %.0fs; leaving the model allocated", timeout)
             return False
         self._lib.llama_batch_free(self._batch)
+        if self._prefill is not None:
+            self._prefill.close()
         return True
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -202,14 +206,15 @@ class Scheduler:
         """Put a job on the free slot whose cached tokens (same adapter set) share the longest prefix."""
         key = set_key(job.lora)
         free = [s for s in self.slots if s.job is None]
+        seq = sequence(job.soft, job.prompt)  # a soft prompt's virtual tokens (as markers) come first
 
         def reuse(slot: Slot) -> int:
             if job.prompt_logprobs or not job.reuse_prefix or slot.key != key:
                 return 0
-            return common_prefix(slot.cached, job.prompt)
+            return common_prefix(slot.cached, seq)
 
         slot = max(free, key=lambda s: (reuse(s), -s.last_used))
-        keep = min(reuse(slot), len(job.prompt) - 1)
+        keep = min(reuse(slot), len(seq) - 1)
         if keep < len(slot.cached):
             if not self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, keep, -1):
                 self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
@@ -223,7 +228,7 @@ class Scheduler:
             self._release(job.lora)
             return
         sampler.accept_prompt(job.prompt[-job.sampling.penalty_last_n:] if job.sampling.penalty_last_n > 0 else [])
-        slot.job, slot.key, slot.todo, slot.sampler = job, key, job.prompt[keep:], sampler
+        slot.job, slot.key, slot.todo, slot.sampler = job, key, seq[keep:], sampler
         slot.text, slot.generated, slot.next_token, slot.reused = TextStream(job.stops), 0, None, keep
         first = job.prompt[0] if job.prompt_logprobs and job.prompt[0] != self._model.bos else None
         slot.prompt_lp = [(self._text(first), None, None)] if first is not None else []
@@ -291,6 +296,8 @@ class Scheduler:
                 plan.append((slot, n, 1))
                 add(slot, slot.next_token, len(slot.cached), True)
         for slot in group:
+            if slot.next_token is None and slot.todo and slot.todo[0] < 0 and not self._soft_prefill(slot):
+                continue
             room = self._model.n_batch - n
             if slot.next_token is None and slot.todo and room > 0:
                 chunk = slot.todo[:room]
@@ -327,6 +334,22 @@ class Scheduler:
                 log.exception("a generation failed")
                 self._drop_cache(slot)
                 self._fail(slot, ApiError(500, f"internal error: {exc}"))
+
+    def _soft_prefill(self, slot: Slot) -> bool:
+        """Decode the soft prompt's virtual tokens still to evaluate (the markers leading slot.todo) as an embedding
+        batch into the slot's sequence, under the adapter set already applied; False when the slot failed."""
+        rows, count = prefill_markers(slot.job.soft, slot.todo)
+        if self._prefill is None:
+            self._prefill = Prefill(self._model.n_batch, rows.shape[1])
+        rc = self._prefill.decode(self._model.ctx, rows, slot.seq, len(slot.cached))
+        if rc != 0:
+            self._drop_cache(slot)
+            self._fail(slot, ApiError(500 if rc < 0 else 503, f"llama_decode of the soft prompt failed (code {rc}); "
+                                                              "the request was dropped, the server carries on."))
+            return False
+        slot.cached.extend(slot.todo[:count])
+        slot.todo = slot.todo[count:]
+        return True
 
     def _drop_cache(self, slot: Slot) -> None:
         """Forget a sequence's KV (after a failure nothing it holds may be reused)."""

@@ -1,0 +1,1 @@
+"""Training: the Trainer wrapper and what trains on it (levels, soft prompts)."""
