@@ -189,8 +189,10 @@ class SoftPrompts:
         if enabled and not default:
             raise ApiError(422, "soft prompts cannot be enabled without a default soft prompt; give \"default\": "
                                 "NAME (or --soft-prompt NAME / SOFT_PROMPT).")
-        chosen = self.resolve(default) if default and enabled else (
-            self._quiet(default) if default else None)
+        try:
+            chosen = self.resolve(default) if default and enabled else (self._quiet(default) if default else None)
+        except ApiError as exc:  # a setting that cannot be applied, whatever the reason: 422, state kept
+            raise ApiError(422 if exc.status != 400 else 400, f"the default soft prompt was not changed: {exc.message}") from None
         self.default, self.enabled = chosen, enabled
 
     def _quiet(self, default: str) -> SoftPrompt | None:
