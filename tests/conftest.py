@@ -127,5 +127,6 @@ def soft_prompts(tiny_base: Path, base_gguf: Path, tmp_path_factory: pytest.Temp
         rows = root / f"{name}.jsonl"
         rows.write_text("".join(json.dumps({"prompt": q, "response": answer}) + "\n" for q in SOFT_QUESTIONS))
         out[name] = train_soft_prompt(settings, name, train_files=[rows], gguf=base_gguf, progress=False,
-                                      overrides={"n_virtual_tokens": 8, "epochs": 10.0, "lr": 0.3})
+                                      overrides={"n_virtual_tokens": 8, "epochs": 5.0, "lr": 0.01,
+                                                 "init_text": answer})
     return out
