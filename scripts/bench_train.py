@@ -35,7 +35,7 @@ WORKER = r'''
 import json, sys, time
 from pathlib import Path
 from strata.settings import Settings
-from strata.build.train import train_level
+from strata.train.trainer import train_level
 spec = json.loads(sys.argv[1])
 settings = Settings.resolve(workspace=spec["workspace"], base_model=spec["base"], n_threads=spec["threads"])
 began = time.perf_counter()
@@ -50,7 +50,7 @@ EVAL = r'''
 import json, sys, torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from strata.build.batches import build_blocks
+from strata.train.batches import build_blocks
 spec = json.loads(sys.argv[1])
 tok = AutoTokenizer.from_pretrained(spec["base"])
 val = [json.loads(l) for l in open(spec["val"]) if l.strip()]

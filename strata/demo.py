@@ -54,7 +54,7 @@ def _tiny_base(settings: Settings, options: DemoOptions, echo: Echo) -> str:
 
 
 def _train_all(settings: Settings, options: DemoOptions, echo: Echo) -> str:
-    from strata.build.pipeline import run_all
+    from strata.pipeline import run_all
 
     record = run_all(settings, per_topic=True, levels=(1, 2, 3), quant="Q4_K_M", train_overrides=options.training,
                      echo=echo)
@@ -66,8 +66,8 @@ def _train_all(settings: Settings, options: DemoOptions, echo: Echo) -> str:
 
 def _topic_layers(settings: Settings) -> list[Path]:
     """Adapter dirs trained per topic (their summary names a topic): these sit on the served model."""
-    from strata.build.layers import read_summary
     from strata.qa.plan import discover_layers
+    from strata.train.layers import read_summary
 
     return [d for d in discover_layers(settings.peft)
             if (read_summary(d) or {}).get("topic")]

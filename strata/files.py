@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,8 +17,13 @@ from strata.errors import StrataError
 
 
 def now_iso() -> str:
-    """The current UTC time, ISO 8601 with seconds."""
+    """The current UTC time, ISO 8601 with seconds: every record's timestamp."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def now_stamp() -> str:
+    """The current UTC time as a compact id that sorts by time (20260102T030405123456Z): run and archive ids."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20, progress: Callable[[int], None] | None = None) -> str:
@@ -31,22 +38,58 @@ def sha256_file(path: Path, chunk: int = 1 << 20, progress: Callable[[int], None
 
 
 @contextmanager
-def staged_file(path: Path, text: bool = False,
-                publish: Callable[[str, Path], None] = os.replace) -> Iterator[IO[Any]]:
-    """Write to a temp file beside `path`, fsync it, then `publish(temp, path)`: os.replace (readers never see
-    half a file) or os.link (create-only: FileExistsError if `path` exists). The temp file never outlives it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
+def staged_path(target: Path, tag: str = "tmp", *, directory: bool = False,
+                publish: Callable[[Path, Path], None] | None = None) -> Iterator[Path]:
+    """A fresh temp file (or, with `directory`, folder) beside `target`, readable by all (0644 / 0755). When the
+    block ends without an error it becomes `target`: `publish(temp, target)`, by default os.replace for a file and a
+    swap for a folder (the previous folder is put back if the swap fails). On an error it is removed, so readers
+    never see a half-written target and no temp outlives the block."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{tag}"))
+        os.chmod(tmp, 0o755)
+    else:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".{tag}")
         os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as handle:
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        (publish or (_swap_dir if directory else os.replace))(tmp, target)
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _swap_dir(tmp: Path, target: Path) -> None:
+    """Replace folder `target` by `tmp` with renames; on failure the previous `target` is put back."""
+    old = target.with_name(f".{target.name}.old-{time.time_ns()}") if target.exists() else None
+    if old:
+        target.rename(old)
+    try:
+        tmp.rename(target)
+    except OSError:
+        if old:
+            old.rename(target)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_file(path: Path, text: bool = False,
+                publish: Callable[[Path, Path], None] = os.replace) -> Iterator[IO[Any]]:
+    """An open handle on a staged_path temp file beside `path`, fsynced when the block ends, then
+    `publish(temp, path)`: os.replace (readers never see half a file) or os.link (create-only: FileExistsError if
+    `path` exists)."""
+    with staged_path(path, publish=publish) as tmp:
+        with open(tmp, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        publish(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -73,6 +116,16 @@ def read_json(path: Path, missing_hint: str) -> Any:
         raise StrataError(f"{path} not found: {missing_hint}") from None
     except json.JSONDecodeError as exc:
         raise StrataError(f"{path} is not valid JSON ({exc}): {missing_hint}") from None
+
+
+def read_json_or_none(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when the file is missing, unreadable, not JSON or not an object (for
+    records whose absence only costs a re-run or a blank field)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_jsonl(path: Path, hint: str) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ DEFAULTS: dict[str, str] = {
     "N_THREADS": str(max(1, min(8, os.cpu_count() or 1))),
 }
 
+# The topic of a PDF directly in raw_pdfs/ and of a dataset record without one (topics are raw_pdfs/<topic>/).
+DEFAULT_TOPIC = "general"
 SKELETON = ("data/raw_pdfs", "data/processed", "data/archive", "models", "peft", "runs")
 
 

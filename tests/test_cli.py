@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from strata.cli import main
@@ -86,3 +87,22 @@ def test_every_seed_alias_resolves_to_a_build_command():
         assert rest == target.split()[1:] + ["--help"]
     result = CliRunner().invoke(main, ["build", "train_level2", "--help"])
     assert result.exit_code == 0 and "--per-topic" in result.output
+
+
+@pytest.mark.parametrize("alias", ["pdf_pretest", "build_dataset", "archive_pdfs", "train_level1", "train_level2",
+                                   "train_level3", "merge_level", "convert_to_gguf", "train_all"])
+def test_each_seed_alias_help_is_its_commands_help(alias):
+    """`strata build <seed alias> --help` exits 0 and prints exactly the help of the command it stands for."""
+    from strata.cli.build import SEED_ALIASES
+
+    target = SEED_ALIASES[alias].split()[0]
+    got = CliRunner().invoke(main, ["build", alias, "--help"])
+    want = CliRunner().invoke(main, ["build", target, "--help"])
+    assert got.exit_code == 0 and want.exit_code == 0, got.output
+    assert got.output == want.output and "--workspace" in got.output
+
+
+def test_a_seed_alias_help_through_python_dash_m():
+    done = subprocess.run([sys.executable, "-m", "strata", "build", "train_all", "--help"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "--levels" in done.stdout and "--nproc" in done.stdout, done.stderr

@@ -32,7 +32,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 @friendly_errors
 def pdf_pretest(preset: str, as_json: bool, settings: Settings) -> None:
     """Score every PDF under data/raw_pdfs/<topic>/ and write data/processed/pdf_pretest.json."""
-    from strata.build.pretest import run_pretest
+    from strata.data.pretest import run_pretest
 
     report = run_pretest(settings, preset)
     if as_json:
@@ -55,7 +55,7 @@ def pdf_pretest(preset: str, as_json: bool, settings: Settings) -> None:
 @friendly_errors
 def dataset(preset: str, base_model: str | None, settings: Settings) -> None:
     """Chunk the pretest's recommended PDFs into data/processed/train.jsonl and val.jsonl."""
-    from strata.build.dataset import build_dataset
+    from strata.data.dataset import build_dataset
 
     if base_model is not None:
         if Path(base_model).exists():  # a path given on the command line is relative to the current directory
@@ -76,7 +76,7 @@ def dataset(preset: str, base_model: str | None, settings: Settings) -> None:
 @friendly_errors
 def archive(as_json: bool, settings: Settings) -> None:
     """Move the PDFs the last dataset build used to PDF_ARCHIVE_PATH (copy, fsync, verify, then remove)."""
-    from strata.build.archive import archive_pdfs
+    from strata.data.archive import archive_pdfs
 
     record = archive_pdfs(settings)
     if as_json:

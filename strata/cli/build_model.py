@@ -14,7 +14,7 @@ COMMANDS: list[click.Command] = []
 def training_knobs(func):
     """Options shared by `train` and `all` that override the level presets for quick or custom runs."""
     for option in reversed([
-        click.option("--max-train-samples", type=click.IntRange(1), default=None, help="Use at most this many training records."),
+        click.option("--max-train-samples", type=click.IntRange(1), default=None, help="Use at most this many training records per adapter (per topic with --per-topic)."),
         click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's epochs."),
         click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop each adapter after this many optimiser steps."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Override the preset's learning rate."),
@@ -54,8 +54,8 @@ def train(settings: Settings, level: int, per_topic: bool, topics: str | None, p
     """Train LoRA level N (or per-topic layers) with the Hugging Face Trainer and export each adapter to GGUF for
     the server. Runs data-parallel under `torchrun --nproc_per_node N -m strata build train ...` (or with --nproc N);
     only rank 0 writes. With --soft-prompt NAME it trains a soft prompt instead (on CPU in minutes on a small base)."""
-    from strata.build import distributed
-    from strata.build.train import train_level
+    from strata.train import distributed
+    from strata.train.trainer import train_level
 
     if soft_prompt:
         out = train_soft_prompt_command(
@@ -106,7 +106,7 @@ def merge(settings: Settings, levels: str | None, out: str | None) -> None:
     """Merge trained levels into a fresh 16/32-bit base and write peft/merged/ (weights, tokenizer, chat template)."""
     from pathlib import Path
 
-    from strata.build.merge import merge_levels
+    from strata.export.merge import merge_levels
 
     merge_levels(settings, _int_list(levels), Path(out) if out else None, echo=click.echo)
 
@@ -124,7 +124,7 @@ def convert(settings: Settings, hf_dir: str | None, quant: str, out: str | None,
     """HF dir -> F16 GGUF -> quantized GGUF at MODEL_PATH, promoted only if the fidelity checks pass."""
     from pathlib import Path
 
-    from strata.build.convert import convert_model
+    from strata.export.convert import convert_model
 
     convert_model(settings, Path(hf_dir) if hf_dir else None, quant, Path(out) if out else None, preset=preset,
                   echo=click.echo)
@@ -143,7 +143,7 @@ def all_stages(settings: Settings, per_topic: bool, levels: str, quant: str, for
                epochs: float | None, lr: float | None, max_train_samples: int | None, no_progress: bool,
                nproc: int) -> None:
     """pretest -> dataset -> levels -> merge -> convert -> archive, skipping unchanged stages; writes runs/<id>/manifest.json."""
-    from strata.build.pipeline import run_all
+    from strata.pipeline import run_all
 
     record = run_all(settings, per_topic=per_topic, levels=_int_list(levels) or [], quant=quant, force=force,
                      train_overrides={"max_steps": max_steps, "epochs": epochs, "lr": lr,

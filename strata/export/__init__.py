@@ -1,1 +1,1 @@
-"""Export: trained weights as the files the server loads."""
+"""Export stage: merged HF model, GGUF conversion and quantization, fidelity checks, adapter GGUF."""

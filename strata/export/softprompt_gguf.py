@@ -43,7 +43,7 @@ def write_soft_prompt_gguf(matrix: np.ndarray, out: Path, *, architecture: str, 
 
 def gguf_architecture(model: Path) -> str:
     """general.architecture of a GGUF model."""
-    from strata.build.adapter_gguf import read_metadata
+    from strata.export.adapter_gguf import read_metadata
 
     return str(read_metadata(model, "general.architecture") or "")
 
@@ -53,7 +53,7 @@ def injected_logits(model: Path, matrix: np.ndarray, prompts: list[list[int]], n
     positions 0..k-1 (the serving path: strata.serve.softprompts.Prefill), then the tokens at k.."""
     import llama_cpp
 
-    from strata.build.gguf_load import open_model
+    from strata.export.gguf_load import open_model
 
     k = matrix.shape[0]
     longest = max(len(p) for p in prompts)
@@ -76,6 +76,17 @@ def injected_logits(model: Path, matrix: np.ndarray, prompts: list[list[int]], n
         llama_cpp.llama_batch_free(batch)
         prefill.close()
         llm.close()
+
+
+def compare(model: Path, matrix: np.ndarray, prompts: list[list[int]], want: list[np.ndarray],
+            plain: list[np.ndarray], n_threads: int = 2) -> dict[str, float]:
+    """llama.cpp's injected logits on `model` against HF PEFT's (`want`, per prompt) over every position: relative
+    error and top-1 agreement; and how far the soft prompt moves HF's logits from the base's (`plain`)."""
+    from strata.export.fidelity import relative_error, top1_agreement
+
+    got, w, p = (np.concatenate(x) for x in (injected_logits(model, matrix, prompts, n_threads), want, plain))
+    return {"relative_error": relative_error(got, w), "top1_agreement": top1_agreement(got, w),
+            "relative_change_vs_base": relative_error(p, w)}
 
 
 def _decode_tokens(batch: Any, ctx: Any, tokens: list[int], pos0: int) -> None:

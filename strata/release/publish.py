@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from strata.errors import StrataError
-from strata.files import now_iso, sha256_file
+from strata.files import now_iso, read_json_or_none, sha256_file
 from strata.release import tags
 from strata.release.manifest import (
     FileEntry,
@@ -126,19 +125,13 @@ def _fidelity_path(model: Path) -> Path:
 
 
 def _fidelity(model: Path) -> dict[str, Any] | None:
-    return _json(_fidelity_path(model))
+    return read_json_or_none(_fidelity_path(model))
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _adapter_sources(peft: Path, with_peft: bool, only: Sequence[str]) -> tuple[list[Source], list[dict[str, Any]]]:
-    from strata.build.layers import read_summary
+    from strata.modelfolder import read_summary
     from strata.qa.plan import discover_layers  # every dir holding adapter.gguf; merged/, checkpoints/ skipped
 
     dirs = discover_layers(peft)
@@ -158,7 +151,8 @@ def _adapter_sources(peft: Path, with_peft: bool, only: Sequence[str]) -> tuple[
         summary = read_summary(folder) or {}
         meta.append({"name": rel, "path": f"peft/{rel}", "level": summary.get("level"), "topic": summary.get("topic"),
                      "peft": summary.get("peft"), "base_fingerprint": summary.get("base_fingerprint"),
-                     "levels_below": [d.get("name") for d in summary.get("levels_below") or [] if isinstance(d, dict)]})
+                     "levels_below": [Path(d["path"]).name for d in summary.get("levels_below") or []
+                                      if isinstance(d, dict) and d.get("path")]})
     return sources, meta
 
 
@@ -178,7 +172,7 @@ def latest_qa(settings: Settings, model: Path) -> Path | None:
     for results in runs:
         if results.stat().st_mtime < made:
             break
-        target = (_json(results) or {}).get("target") or {}
+        target = (read_json_or_none(results) or {}).get("target") or {}
         tested = target.get("model")
         if target.get("server") or (tested and Path(tested).absolute() == model.absolute()):
             return results.parent
@@ -189,7 +183,7 @@ def _qa_sources(settings: Settings, model: Path, qa_dir: Path | None) -> tuple[l
     folder = Path(qa_dir) if qa_dir else latest_qa(settings, model)
     if folder is None:
         return [], None
-    results = _json(folder / "results.json")
+    results = read_json_or_none(folder / "results.json")
     if results is None:
         raise StrataError(f"--qa {folder}: no readable results.json there; pass a runs/qa-<timestamp> folder "
                           "written by `strata qa`.")
@@ -211,11 +205,11 @@ def _base_fingerprint(settings: Settings, fidelity: dict[str, Any] | None) -> st
     candidates = [Path(fidelity["hf_dir"])] if fidelity and fidelity.get("hf_dir") else []
     candidates += [settings.merged, Path(settings.base_model)]
     for folder in candidates:
-        record = _json(folder / MERGE_RECORD)
+        record = read_json_or_none(folder / MERGE_RECORD)
         if record and record.get("base_fingerprint"):
             return record["base_fingerprint"]
         if (folder / "config.json").is_file():
-            from strata.build.layers import fingerprint  # plain hashing; the build pod is where publish runs
+            from strata.modelfolder import fingerprint  # plain hashing; the build pod is where publish runs
 
             return fingerprint(folder)
     return None

@@ -1,1 +1,1 @@
-"""Training: the Trainer wrapper and what trains on it (levels, soft prompts)."""
+"""Train stage: layered LoRA adapters on a base model (the Trainer wrapper, presets, batches, targets, layers on disk, resume, launch, records)."""

@@ -14,9 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from strata.build import batches, layers
-from strata.build.batches import IGNORE, Block
-from strata.build.trainconfig import TrainPreset
+from strata.modelfolder import SUMMARY, fingerprint
+from strata.train import batches
+from strata.train.batches import IGNORE, Block
+from strata.train.trainconfig import TrainPreset
 from strata.errors import StrataError
 from strata.files import atomic_write_jsonl, read_jsonl, sha256_file
 from strata.serve import softprompts as sp
@@ -91,8 +92,8 @@ def train_soft_prompt(settings: Settings, name: str, *, preset: str | None = Non
     soft_prompts/NAME/. Returns that dir."""
     import torch
 
-    from strata.build.basemodel import resolve_base_model
-    from strata.build.train import cpu_threads, pick_device
+    from strata.modelfolder import pick_device, resolve_base_model
+    from strata.train.trainer import cpu_threads
 
     if not NAME.match(name):
         raise StrataError(f"soft prompt name {name!r} must be letters, digits, '.', '_' or '-' (it names "
@@ -122,8 +123,8 @@ def train_soft_prompt(settings: Settings, name: str, *, preset: str | None = Non
         print(f"{name}: {len(records)} records, {sum(len(b.input_ids) for b in blocks)} tokens; "
               f"{cfg.n_virtual_tokens} virtual tokens ({cfg.init} init), trainable {trainable:,} of {total:,} params; "
               f"on {device} -> {out}", flush=True)
-        run = _train(Job(name, out), peft_model, blocks, val_blocks, tokenizer, settings, cfg, device, dtype,
-                     sources, resume_from, progress)
+        run = _train(Job(name, out), peft_model, blocks, val_blocks, tokenizer, settings, base_dir, cfg, device,
+                     dtype, sources, resume_from, progress)
         matrix = peft_model.get_prompt_embedding_to_save("default").detach().float().cpu().numpy()
         context = {"settings": settings, "name": name, "cfg": cfg, "preset": preset, "base_dir": base_dir,
                    "sources": sources, "records": len(records), "val_records": len(val), "blocks": len(blocks),
@@ -231,24 +232,25 @@ def fidelity_prompts(rows: list[dict[str, Any]], tokenizer: Any, cfg: SoftPrompt
 
 
 def _train(job: Job, peft_model: Any, blocks: list[Block], val_blocks: list[Block], tokenizer: Any,
-           settings: Settings, cfg: SoftPromptPreset, device: str, dtype: Any, sources: dict[str, Any],
-           resume_from: str | None, progress: bool) -> dict[str, Any]:
-    """The levels' Trainer run (strata.build.train._fit): checkpoints, resume, TensorBoard, the step meter."""
-    from strata.build.train import _fit
-    from strata.build.trainargs import planned_steps
+           settings: Settings, base_dir: Path, cfg: SoftPromptPreset, device: str, dtype: Any,
+           sources: dict[str, Any], resume_from: str | None, progress: bool) -> dict[str, Any]:
+    """The levels' Trainer run (strata.train.trainer._fit): checkpoints, resume, TensorBoard, the step meter."""
+    from strata.train.trainer import Run, _fit
+    from strata.train.trainargs import planned_steps
 
     train_cfg = cfg.train_preset()
     steps = planned_steps(len(blocks), train_cfg, 1)
-    ctx = {"settings": settings, "cfg": train_cfg, "device": device, "dtype": dtype, "world_size": 1,
-           "dataset_sha256": ",".join(sources["train_sha256"])}
-    return _fit(job, peft_model, blocks, val_blocks, tokenizer, ctx, resume_from, progress, steps)
+    run = Run(settings=settings, level=0, base_dir=base_dir, below=[], cfg=train_cfg, peft="prompt_tuning",
+              quantization="none", device=device, dtype=dtype, preset=None, world_size=1,
+              dataset_sha256=",".join(sources["train_sha256"]))
+    return _fit(job, peft_model, blocks, val_blocks, tokenizer, run, resume_from, progress, steps)
 
 
 def base_gguf(settings: Settings, base_dir: Path) -> Path:
     """An F16 GGUF of the base for the fidelity check, converted once per base fingerprint."""
     from strata.llamacpp import convert_hf
 
-    out = settings.workspace / sp.FOLDER / ".bases" / f"{layers.fingerprint(base_dir)}.f16.gguf"
+    out = settings.workspace / sp.FOLDER / ".bases" / f"{fingerprint(base_dir)}.f16.gguf"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp.gguf")
@@ -262,11 +264,9 @@ def check_fidelity(peft_model: Any, matrix: Any, prompts: list[list[int]], gguf:
     """Next-token logits of the HF PEFT model (virtual tokens prepended by PEFT) against llama.cpp on `gguf` with
     the same matrix injected, over every position of the held-out prompts: relative error and top-1 agreement
     against the preset's bounds, and how far the soft prompt moves the base (the same error without it)."""
-    import numpy as np
     import torch
 
-    from strata.build.fidelity import relative_error, top1_agreement
-    from strata.export.softprompt_gguf import injected_logits
+    from strata.export.softprompt_gguf import compare
 
     k = matrix.shape[0]
     peft_model.eval()
@@ -274,13 +274,10 @@ def check_fidelity(peft_model: Any, matrix: Any, prompts: list[list[int]], gguf:
         want = [peft_model(input_ids=torch.tensor([ids])).logits[0, -len(ids):].float().numpy() for ids in prompts]
         with peft_model.disable_adapter():
             plain = [peft_model(input_ids=torch.tensor([ids])).logits[0, -len(ids):].float().numpy() for ids in prompts]
-    got = injected_logits(gguf, matrix, prompts, n_threads)
-    w, g, p = (np.concatenate(x) for x in (want, got, plain))
-    numbers = {"relative_error": relative_error(g, w), "top1_agreement": top1_agreement(g, w),
-               "relative_change_vs_base": relative_error(p, w)}
+    numbers = compare(gguf, matrix, prompts, want, plain, n_threads)
     passed = numbers["relative_error"] <= cfg.max_relative_error and numbers["top1_agreement"] >= cfg.min_top1_agreement
     return {**numbers, "passed": bool(passed), "max_relative_error": cfg.max_relative_error,
-            "min_top1_agreement": cfg.min_top1_agreement, "prompts": len(prompts), "positions": int(len(w)),
+            "min_top1_agreement": cfg.min_top1_agreement, "prompts": len(prompts), "positions": sum(len(p) for p in prompts),
             "virtual_tokens": int(k), "gguf": str(gguf), "bos": "after the virtual tokens (PEFT's order)"}
 
 
@@ -288,14 +285,14 @@ def write_soft_prompt_dir(out: Path, peft_model: Any, matrix: Any, ctx: dict[str
                           fidelity: dict[str, Any], gguf: Path) -> Path:
     """Stage every output, then move each into `out`, the summary last. A failed fidelity check still records
     its summary and PEFT files but no softprompt.gguf (nothing servable), and raises."""
-    from strata.build.lossplot import plot_loss
+    from strata.train.lossplot import plot_loss
     from strata.export.softprompt_gguf import gguf_architecture, write_soft_prompt_gguf
 
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     try:
         peft_model.save_pretrained(stage)
-        base_fp = layers.fingerprint(ctx["base_dir"])
+        base_fp = fingerprint(ctx["base_dir"])
         plot_loss(atomic_write_jsonl(stage / "loss.jsonl", run["log"]), stage / "loss.png",
                   title=f"{ctx['name']} soft prompt loss")
         arch = gguf_architecture(gguf)
@@ -303,10 +300,10 @@ def write_soft_prompt_dir(out: Path, peft_model: Any, matrix: Any, ctx: dict[str
             write_soft_prompt_gguf(matrix, stage / sp.GGUF_NAME, architecture=arch, base_fingerprint=base_fp,
                                    name=ctx["name"])
         summary = _summary(ctx, run, fidelity, base_fp, arch, matrix, stage)
-        (stage / layers.SUMMARY).write_text(json.dumps(summary, indent=2))
-        (out / layers.SUMMARY).unlink(missing_ok=True)
+        (stage / SUMMARY).write_text(json.dumps(summary, indent=2))
+        (out / SUMMARY).unlink(missing_ok=True)
         (out / sp.GGUF_NAME).unlink(missing_ok=True)  # an older export would not match these weights
-        for name in sorted(p.name for p in stage.iterdir() if p.name != layers.SUMMARY) + [layers.SUMMARY]:
+        for name in sorted(p.name for p in stage.iterdir() if p.name != SUMMARY) + [SUMMARY]:
             os.replace(stage / name, out / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -314,13 +311,13 @@ def write_soft_prompt_dir(out: Path, peft_model: Any, matrix: Any, ctx: dict[str
         raise StrataError(f"soft prompt {ctx['name']}: llama.cpp with the injected embeddings does not match HF PEFT "
                           f"(relative error {fidelity['relative_error']:.2e}, limit {fidelity['max_relative_error']:.0e}; "
                           f"top-1 {fidelity['top1_agreement']:.3f}, minimum {fidelity['min_top1_agreement']}); "
-                          f"no {sp.GGUF_NAME} was written. See {out / layers.SUMMARY}.")
+                          f"no {sp.GGUF_NAME} was written. See {out / SUMMARY}.")
     return out
 
 
 def _summary(ctx: dict[str, Any], run: dict[str, Any], fidelity: dict[str, Any], base_fp: str, arch: str,
              matrix: Any, stage: Path) -> dict[str, Any]:
-    from strata.build.trainrecord import _version
+    from strata.train.trainrecord import _version
 
     cfg: SoftPromptPreset = ctx["cfg"]
     losses = [r["loss"] for r in run["log"] if "loss" in r]

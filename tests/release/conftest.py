@@ -4,7 +4,6 @@ S3-compatible HTTP server (moto's server mode) on loopback, started as a separat
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -21,29 +20,40 @@ from strata.ports import free_port
 from strata.settings import Settings
 
 PART = 5 << 20  # S3's minimum part size, used by the S3 tests
-# peft/<name>: (kit LoRA, level, topic)
-LAYERS = {"level1": ("alpha", 1, None), "ASC_Leases": ("beta", 2, "ASC_Leases")}
+# Training sized for seconds on CPU: the layers must be real and move the replies (a big lr), not be good.
+QUICK = {"max_seq_len": 64, "batch_size": 2, "grad_accum": 1, "max_steps": 3, "lr": 5e-2, "save_steps": 1000,
+         "eval_batches": 1}
+SAMPLES = 6
+
+
+def _kit_dataset(settings: Settings) -> None:
+    """train.jsonl / val.jsonl of kit corpus paragraphs, topic = the corpus file's name (as raw_pdfs/<topic>/)."""
+    from strata.kit.texts import CORPUS_DIR
+
+    records = [{"id": f"{path.stem}-{n}", "text": block.strip(), "topic": path.stem}
+               for path in sorted(CORPUS_DIR.glob("*.md"))
+               for n, block in enumerate(path.read_text(encoding="utf-8").split("\n\n")) if len(block.strip()) > 200]
+    for name, rows in (("train.jsonl", records[1::2]), ("val.jsonl", records[::8])):
+        (settings.processed / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 @pytest.fixture(scope="session")
-def build_pod(tiny_base: Path, lora_dirs: dict[str, Path], small_prompts: Path,
-              tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A build pod's workspace: `strata build convert`'s Q4_K_M GGUF and fidelity record at MODEL_PATH, two real
-    PEFT LoRA layers with adapter.gguf under peft/, and a real `strata qa` run on them with a passing gate."""
-    from strata.build.convert import convert_model
-    from strata.build.layers import fingerprint
+def build_pod(tiny_base: Path, small_prompts: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A build pod's workspace made by the build stage itself: `strata build convert`'s Q4_K_M GGUF and fidelity
+    record at MODEL_PATH, level 1 and the ASC_Leases topic layer on top of it trained for real (PEFT files,
+    adapter.gguf and the training_summary.json training writes), and a real `strata qa` run with a passing gate."""
+    from strata.export.convert import convert_model
     from strata.qa.harness import run_qa
+    from strata.train.trainer import train_level
 
     settings = Settings.resolve(workspace=tmp_path_factory.mktemp("build_pod"), base_model=str(tiny_base),
                                 n_threads=2, n_ctx=512, env={})
     settings.ensure_skeleton()
     convert_model(settings, tiny_base, "Q4_K_M", echo=lambda line: None)
-    base_fp = fingerprint(tiny_base)
-    for name, (kit, level, topic) in LAYERS.items():
-        shutil.copytree(lora_dirs[kit], settings.peft / name)
-        summary = {"name": name, "level": level, "topic": topic, "peft": "lora", "base_fingerprint": base_fp,
-                   "levels_below": [{"name": "level1"}] if level == 2 else []}
-        (settings.peft / name / "training_summary.json").write_text(json.dumps(summary))
+    _kit_dataset(settings)
+    train_level(settings, 1, preset="levels/level1", overrides=QUICK, max_train_samples=SAMPLES, progress=False)
+    train_level(settings, 2, per_topic=True, topics=["ASC_Leases"], preset="levels/level1", overrides=QUICK,
+                max_train_samples=SAMPLES, progress=False)
     run_qa(settings, prompts=small_prompts, max_tokens=8, fail_under=["f1=0"], progress=False, echo=lambda line: None)
     return settings
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from strata.build.layers import fingerprint
 from strata.files import sha256_file
+from strata.modelfolder import fingerprint
 from strata.settings import Settings
 
 
@@ -40,6 +40,7 @@ def test_publish_list_show_pull_and_qa_the_release(cli, publish, build_pod: Sett
     assert not any(f["path"].endswith("adapter_model.safetensors") for f in manifest["files"])  # only --with-peft
     adapters = {a["name"]: a for a in manifest["adapters"]}
     assert adapters["ASC_Leases"]["topic"] == "ASC_Leases" and adapters["ASC_Leases"]["level"] == 2
+    assert adapters["ASC_Leases"]["levels_below"] == ["level1"] and adapters["level1"]["levels_below"] == []
     assert adapters["level1"]["base_fingerprint"] == base_fp
     assert [g["passed"] for g in manifest["qa"]["gates"]] == [True] and manifest["fidelity"]["passed"] is True
 

@@ -94,6 +94,6 @@ def test_serve_release_bad_input(store: str, publish, tmp_path: Path) -> None:
 def test_the_serving_side_imports_no_boto3_or_build_stack() -> None:
     code = ("import sys, strata.serve.app, strata.serve.server, strata.serve.config, strata.release.serving, "
             "strata.release.stores; print(sorted(m for m in ('torch', 'transformers', 'peft', 'boto3', 'botocore', "
-            "'strata.build', 'strata.qa') if m in sys.modules))")
+            "'strata.data', 'strata.train', 'strata.export', 'strata.pipeline', 'strata.qa') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

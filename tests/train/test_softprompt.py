@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from strata.build.layers import fingerprint
+from strata.modelfolder import fingerprint
 from strata.errors import StrataError
 from strata.serve.softprompts import GGUF_NAME, read_soft_prompt
 from strata.train.softprompt import check_architecture, load_soft_preset, train_soft_prompt

@@ -1,1 +1,0 @@
-"""Build stage: PDFs to dataset, layered LoRA adapters, merged model and quantized GGUF."""

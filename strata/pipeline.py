@@ -1,0 +1,255 @@
+"""`train_all`: the build stages as a list of data (name, function, inputs, outputs) and a small runner that
+records runs/<id>/manifest.json, skips unchanged stages and resumes from a failure."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from strata import runmanifest as mf
+from strata.errors import StrataError
+from strata.files import atomic_write_json, now_iso, now_stamp
+from strata.settings import Settings
+
+Echo = Callable[[str], None]
+TRAIN_KWARGS = ("max_train_samples", "peft", "quantization", "topics", "base_model", "preset")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the whole run was asked for; `train` holds quick-training knobs (max_steps, epochs, max_train_samples ...)."""
+
+    per_topic: bool = True
+    levels: tuple[int, ...] = (1, 2, 3)
+    quant: str = "Q4_K_M"
+    train: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+    nproc: int = 1  # devices for training (not an input of any stage: the same adapters, trained faster)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step. `inputs`/`outputs` are keys (see `resolve`); `run(settings, options, echo)` returns a JSON-able result
+    (paths it returns are recorded as outputs too)."""
+
+    name: str
+    run: Callable[[Settings, Options, Echo], Any]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
+
+
+# Named workspace paths; other keys are "preset:<name>", "peft:<dir>", "opt:<Options field>", "pdfs" or "base".
+PATHS: dict[str, Callable[[Settings], Path]] = {
+    "pretest": lambda s: s.pretest_json,
+    "train": lambda s: s.train_jsonl,
+    "val": lambda s: s.val_jsonl,
+    "dataset_summary": lambda s: s.processed / "dataset_summary.json",
+    "merged": lambda s: s.merged,
+    "model": lambda s: s.model_path,
+    "archive": lambda s: s.pdf_archive,
+}
+
+
+def resolve(settings: Settings, options: Options, key: str) -> Path | Any:
+    """An input/output key -> a Path (hashed by content/identity) or a plain value (hashed as JSON)."""
+    kind, _, arg = key.partition(":")
+    if key in PATHS:
+        return PATHS[key](settings)
+    if kind == "preset":
+        from strata.presets import presets_dir
+
+        return presets_dir() / f"{arg}.yaml"
+    if kind == "peft":
+        return settings.peft / arg
+    if kind == "opt":
+        return getattr(options, arg)
+    raise StrataError(f"pipeline stage key {key!r} is unknown; use one of {sorted(PATHS)} or "
+                      "preset:/peft:/opt:/pdfs/base")
+
+
+def input_hashes(settings: Settings, options: Options, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each input key -> {"path", "hash"}. PDFs count wherever they sit (raw or archived), so archiving changes nothing.
+    The base counts as the value the stages read (--base-model, else BASE_MODEL) and the folder it names: a hub id is
+    never a path, so its models/<name> folder is hashed, together with the id."""
+    hashes: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        if key == "base":
+            from strata.modelfolder import base_model_dir
+
+            value, folder, _ = base_model_dir(settings, options.train.get("base_model"))
+            hashes[key] = {"path": str(folder), "hash": mf.value_identity([value, mf.path_identity(folder)])}
+            continue
+        if key == "pdfs":
+            roots = (settings.raw_pdfs, settings.pdf_archive)
+            hashes[key] = {"path": [str(root) for root in roots], "hash": mf.path_identity(*roots)}
+            continue
+        target = resolve(settings, options, key)
+        is_path = isinstance(target, Path)
+        hashes[key] = {"path": str(target) if is_path else None,
+                       "hash": mf.path_identity(target) if is_path else mf.value_identity(target)}
+    return hashes
+
+
+def _train_args(options: Options) -> tuple[dict[str, Any], dict[str, Any]]:
+    """train_level keyword arguments, and the preset overrides (every other training option)."""
+    kwargs = {k: v for k, v in options.train.items() if k in TRAIN_KWARGS}
+    return kwargs, {k: v for k, v in options.train.items() if k not in TRAIN_KWARGS}
+
+
+def _train_call(level: int, per_topic: bool, preset: str | None = None) -> Callable[[Settings, Options, Echo], Any]:
+    def run(settings: Settings, options: Options, echo: Echo) -> list[str]:
+        from strata.train.trainer import train_level
+
+        kwargs, overrides = _train_args(options)
+        written = train_level(settings, level, per_topic=per_topic, progress=options.progress, overrides=overrides,
+                              nproc=options.nproc, check=False, **({"preset": preset} | kwargs))  # preflight ran
+        return [str(p) for p in written]
+    return run
+
+
+def _pretest(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
+    from strata.data.pretest import run_pretest
+
+    docs = run_pretest(settings)["documents"]
+    return {"pdfs": len(docs), "recommended": sum(1 for d in docs if d.get("recommended"))}
+
+
+def _dataset(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
+    from strata.data.dataset import build_dataset
+
+    return {"counts": build_dataset(settings)["counts"]}
+
+
+def _merge(settings: Settings, options: Options, echo: Echo) -> str:
+    from strata.export.merge import merge_levels
+
+    return str(merge_levels(settings, list(options.levels), echo=echo))
+
+
+def _convert(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
+    from strata.export.convert import convert_model
+
+    return convert_model(settings, quant=options.quant, echo=echo)
+
+
+def _archive(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
+    from strata.data.archive import archive_pdfs
+
+    record = archive_pdfs(settings)
+    return {"moved": len(record["moved"]), "skipped": len(record["skipped"]), "record": record.get("record")}
+
+
+def default_stages(options: Options) -> list[Stage]:
+    """Seed order: pretest -> dataset -> level1..N -> per-topic layers -> merge -> convert -> archive.
+
+    Topic layers train on the base with every level merged in (with the top level's preset): that stack is exactly
+    the model convert writes to MODEL_PATH, so a topic adapter served on it is what was trained."""
+    levels = sorted(options.levels)
+    data = ("train", "val", "base", "opt:train")
+    stages = [Stage("pretest", _pretest, ("pdfs", "preset:pretest"), ("pretest",)),
+              Stage("dataset", _dataset, ("pretest", "pdfs", "preset:dataset", "base"), ("train", "val", "dataset_summary"))]
+    for level in levels:
+        below = tuple(f"peft:level{k}" for k in range(1, level))
+        stages.append(Stage(f"level{level}", _train_call(level, False), (*data, f"preset:levels/level{level}", *below),
+                            (f"peft:level{level}",)))
+    if options.per_topic and levels:
+        top = levels[-1]
+        stages.append(Stage("topics", _train_call(top + 1, True, preset=f"levels/level{top}"),
+                            (*data, f"preset:levels/level{top}", *(f"peft:level{k}" for k in range(1, top + 1)))))
+    stages += [Stage("merge", _merge, ("base", *(f"peft:level{k}" for k in levels)), ("merged",)),
+               Stage("convert", _convert, ("merged", "val", "preset:convert", "opt:quant"), ("model",)),
+               Stage("archive", _archive, ("dataset_summary",), ("archive",))]
+    return stages
+
+
+def _returned_paths(result: Any) -> list[str]:
+    items = result if isinstance(result, (list, tuple)) else [result]
+    return [str(p) for p in items if isinstance(p, (str, Path)) and Path(p).exists()]
+
+
+def run_stages(settings: Settings, stages: list[Stage], options: Options, *, force: bool = False,
+               echo: Echo = print) -> dict[str, Any]:
+    """Run `stages` in order under a new runs/<id>/manifest.json (rewritten after every stage). A stage is skipped when
+    its inputs hash as at its last success and that success's outputs still exist. Raises StrataError on a failure."""
+    settings.ensure_skeleton()
+    run_id = now_stamp()
+    path = settings.runs / run_id / mf.MANIFEST
+    record: dict[str, Any] = {"run_id": run_id, "status": "running", "started": now_iso(),
+                              "options": asdict(options), "force": force, "stages": []}
+    for number, stage in enumerate(stages, 1):
+        label = f"[{number}/{len(stages)}] {stage.name}"
+        started = time.monotonic()
+        entry: dict[str, Any] = {"name": stage.name, "status": "running", "error": None}
+        record["stages"].append(entry)
+        try:
+            inputs = input_hashes(settings, options, stage.inputs)
+            entry.update(inputs=inputs, input_hash=mf.value_identity({k: v["hash"] for k, v in inputs.items()}))
+            previous = None if force else mf.last_success(settings.runs, stage.name, exclude=path)
+            if previous and previous.get("input_hash") == entry["input_hash"] \
+                    and all(Path(p).exists() for p in previous.get("outputs", [])):
+                entry.update(status="skipped", outputs=previous.get("outputs", []), result=previous.get("result"),
+                             from_run=previous.get("from_run"))
+                echo(f"{label}: skipped (inputs unchanged since run {entry['from_run']}, outputs present)")
+            else:
+                echo(f"{label} ...")
+                atomic_write_json(path, record)
+                result = stage.run(settings, options, echo)
+                declared = [str(resolve(settings, options, k)) for k in stage.outputs]
+                entry.update(status="ok", result=result, from_run=run_id,
+                             outputs=sorted(set(declared + _returned_paths(result))))
+                echo(f"{label}: ok ({time.monotonic() - started:.1f}s)")
+        except Exception as exc:
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            record["status"] = "failed"
+            echo(f"{label}: FAILED: {exc}")
+        finally:
+            if entry["status"] == "running":  # interrupted (Ctrl-C): record it, then let it propagate
+                entry.update(status="failed", error="interrupted")
+                record["status"] = "interrupted"
+            entry["duration_s"] = round(time.monotonic() - started, 3)
+            atomic_write_json(path, record)
+        if entry["status"] == "failed":
+            record["stages"] += [{"name": s.name, "status": "not run"} for s in stages[number:]]
+            record["finished"] = now_iso()
+            atomic_write_json(path, record)
+            raise StrataError(f"stage {stage.name} failed: {entry['error']}\nManifest: {path}. Fix the cause and run "
+                              f"`strata build all` again: unchanged stages are skipped and it continues from {stage.name}.")
+    record.update(status="ok", finished=now_iso())
+    atomic_write_json(path, record)
+    return record | {"manifest": str(path)}
+
+
+def preflight(settings: Settings, options: Options, echo: Echo) -> None:
+    """The base checks every level would run (strata.train.preflight), before pretest and dataset take their time."""
+    from strata.modelfolder import resolve_base_model
+    from strata.train.preflight import check_base
+    from strata.train.trainconfig import load_train_preset
+
+    _, overrides = _train_args(options)
+    formats = {f"level {n}": load_train_preset(n, options.train.get("preset"), **overrides).format
+               for n in options.levels}
+    check_base(settings, resolve_base_model(settings, options.train.get("base_model")), formats, echo=echo)
+
+
+def run_all(settings: Settings, *, per_topic: bool = True, levels: tuple[int, ...] | list[int] = (1, 2, 3),
+            quant: str = "Q4_K_M", train_overrides: dict[str, Any] | None = None, force: bool = False,
+            progress: bool = True, nproc: int = 1, echo: Echo = print) -> dict[str, Any]:
+    """The whole build chain in seed order; returns the run manifest (plus its path under "manifest").
+    It runs as one process; `nproc` > 1 trains each level data-parallel and the topic layers that many at a time."""
+    from strata.export.quantize import ftype_for
+    from strata.train import distributed
+
+    if distributed.launched():
+        raise StrataError("`strata build all` runs its stages in one process and starts the training processes itself: "
+                          "run it without torchrun / accelerate launch, as `strata build all --nproc N` for N devices.")
+
+    ftype_for(quant)  # a typo should not cost a training run
+    if not levels or any(int(n) < 1 for n in levels):
+        raise StrataError(f"--levels must list level numbers from 1, e.g. 1,2,3; got {list(levels)}")
+    options = Options(per_topic=per_topic, levels=tuple(sorted(int(n) for n in levels)), quant=quant.strip().upper(),
+                      train={k: v for k, v in (train_overrides or {}).items() if v is not None}, progress=progress,
+                      nproc=nproc)
+    preflight(settings, options, echo)
+    return run_stages(settings, default_stages(options), options, force=force, echo=echo)
