@@ -63,10 +63,10 @@ class QAClient:
         body = {"adapters": [{"path": path, "scale": scale} for path, scale in adapters]}
         return _adapter_list(self._request("POST", "/lora-adapters", json=body))
 
-    def chat(self, prompt: str, *, max_tokens: int, seed: int) -> Generation:
+    def chat(self, prompt: str, *, max_tokens: int, seed: int, soft_prompt: str | None = None) -> Generation:
         """A greedy (temperature 0, fixed seed) streamed chat reply; TTFT is the first chunk with content."""
         body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0.0,
-                "seed": seed, "stream": True, "stream_options": {"include_usage": True}}
+                "seed": seed, "stream": True, "stream_options": {"include_usage": True}, **_soft(soft_prompt)}
         pieces: list[str] = []
         chunks, usage_tokens, ttft = 0, None, None
         started = time.perf_counter()
@@ -89,9 +89,9 @@ class QAClient:
         latency = time.perf_counter() - started
         return Generation("".join(pieces), ttft, latency, usage_tokens if usage_tokens is not None else chunks)
 
-    def prompt_logprobs(self, text: str) -> list[float | None]:
+    def prompt_logprobs(self, text: str, soft_prompt: str | None = None) -> list[float | None]:
         """Log-probabilities of the text's own tokens (echo + logprobs; the first is None)."""
-        body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0.0}
+        body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0.0, **_soft(soft_prompt)}
         reply = self._request("POST", "/v1/completions", json=body)
         try:
             logprobs = reply["choices"][0]["logprobs"]
@@ -105,6 +105,11 @@ class QAClient:
         if isinstance(generated, int) and 0 < generated < len(values):
             values = values[:-generated]
         return values
+
+
+def _soft(soft_prompt: str | None) -> dict[str, Any]:
+    """The request's soft prompt: the layer's, else none (false), so a server default never skews the base."""
+    return {"soft_prompt": soft_prompt or False}
 
 
 def sse_events(response: httpx.Response) -> Any:

@@ -74,6 +74,7 @@ class ServeConfig:
     max_lora_scale: float = DEFAULT_MAX_LORA_SCALE
     soft_prompt: str | None = None  # default soft prompt: a name under WORKSPACE/soft_prompts/ or a path
     soft_prompt_enabled: bool | None = None  # apply the default to requests that name none (None: when one is set)
+    soft_prompt_home: Path | None = None  # the folder whose soft_prompts/NAME/ names resolve in (None: workspace)
 
     def __post_init__(self) -> None:
         """Start-up adapters obey the same scale and path rules as POST /lora-adapters."""
@@ -239,11 +240,13 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
     except ValueError as exc:
         raise StrataError(f"{exc}; fix the flag or the environment variable.") from None
     model, loras, roots, release = settings.model_path, list(ns.loras or []), list(ns.adapter_roots), None
+    home = None
     if ns.release:
         if ns.model:
             raise StrataError("pass either --release NAME@TAG or --model M.gguf, not both.")
         model, loras, roots, release = _release(settings, ns.release, ns.store or env.get("STRATA_STORE"), loras,
                                                 roots)
+        home = Path(release["path"])  # the release's soft_prompts/NAME/ answer to their names
     return ServeConfig(
         model=model, loras=loras, host=ns.host, port=ns.port, release=release,
         n_ctx=settings.n_ctx, n_threads=settings.n_threads, chat_format=ns.chat_format,
@@ -256,7 +259,7 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         model_alias=ns.model_alias, verbose=ns.verbose, max_lora_scale=ns.max_lora_scale,
         access_log=ns.access_log, soft_prompt=ns.soft_prompt or env.get("SOFT_PROMPT") or None,
         soft_prompt_enabled=ns.soft_prompt_enabled if ns.soft_prompt_enabled is not None else (
-            _env_bool(env, "SOFT_PROMPT_ENABLED")),
+            _env_bool(env, "SOFT_PROMPT_ENABLED")), soft_prompt_home=home,
     )
 
 
@@ -268,4 +271,4 @@ def _release(settings: Settings, ref: str, store: str | None, loras: list[tuple[
     pulled = prepare(settings, ref, store, echo=lambda line: print(line, file=sys.stderr))
     mapped = [(str(pulled.adapters / path) if not Path(path).exists() and pulled.manifest.adapter(path) else path,
                scale) for path, scale in loras]
-    return pulled.model, mapped, [*roots, str(pulled.adapters)], pulled.label()
+    return pulled.model, mapped, [*roots, str(pulled.adapters), str(pulled.root / "soft_prompts")], pulled.label()

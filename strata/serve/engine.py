@@ -99,7 +99,7 @@ class Engine:
         target = Target(architecture=meta.get("general.architecture", ""),
                         n_embd=llama_cpp.llama_model_n_embd_inp(self.model.model.model),
                         fingerprint=meta.get(ad.FINGERPRINT_KEY) or (self.config.release or {}).get("base_fingerprint"))
-        soft = SoftPrompts(target, self.registry.roots, self.config.workspace)
+        soft = SoftPrompts(target, self.registry.roots, self.config.soft_prompt_home or self.config.workspace)
         enabled = self.config.soft_prompt_enabled
         soft.configure(bool(self.config.soft_prompt) if enabled is None else enabled, self.config.soft_prompt)
         return soft
@@ -177,9 +177,6 @@ class Engine:
         any reply byte is sent."""
         prompt, stops, echoed = await run_in_threadpool(self._prompt, req)
         soft = await self._soft_for(req)
-        if soft is not None and req.echo and req.logprobs is not None:
-            raise ApiError(400, "echo with logprobs (prompt log-probabilities) is not supported together with a soft "
-                                "prompt; drop one, or send \"soft_prompt\": false.")
         max_tokens = self._limits(req, prompt, soft.n_virtual if soft is not None else 0)
         bias = [(t, b) for t, b in req.logit_bias.items()]
         bad = [t for t, _ in bias if not self.model.valid_token(t)]

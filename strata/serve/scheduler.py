@@ -372,7 +372,7 @@ class Scheduler:
         else:
             chunk, slot.todo = slot.todo[:count], slot.todo[count:]
             if job.prompt_logprobs:  # output i predicts the prompt token after it
-                base = len(slot.cached)
+                base = len(slot.cached) - (job.soft.n_virtual if job.soft is not None else 0)
                 for j in range(count):
                     following = base + j + 1
                     if following < len(job.prompt):

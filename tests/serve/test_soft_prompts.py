@@ -74,6 +74,13 @@ def test_injected_embeddings_match_hf_peft(sc, soft_prompts, tiny_base):
             ids.append(token)
     assert served["text"] == tokenizer.decode(ids[len(prompt):])
     np.testing.assert_allclose(served["logprobs"]["token_logprobs"], want_lp, atol=2e-2)
+    # the prompt's own log-probabilities (echo) under the soft prompt, as QA's perplexity reads them
+    echoed = sc.post("/v1/completions", json={"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 0,
+                                              "echo": True, "soft_prompt": "revenue"}).json()["choices"][0]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([prompt])).logits[0, -len(prompt):], -1)
+    want_prompt = [float(logp[i, prompt[i + 1]]) for i in range(len(prompt) - 1)]
+    np.testing.assert_allclose(echoed["logprobs"]["token_logprobs"][1:len(prompt)], want_prompt, atol=2e-2)
     with torch.no_grad(), model.disable_adapter():  # and the base gives other log-probabilities
         plain = torch.log_softmax(model(input_ids=torch.tensor([ids[:len(prompt)]])).logits[0, -1], -1)
     assert abs(float(plain[ids[len(prompt)]]) - want_lp[0]) > 2e-2
