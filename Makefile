@@ -10,7 +10,7 @@ export CMAKE_ARGS
 STAMP := $(VENV)/.strata-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test fuzz demo bench image-test clean-venv
+.PHONY: install test fuzz demo bench bench-softprompts image-test clean-venv
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: install
 bench: install
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench/run.py
+
+# Soft prompts: decode with vs without one, the prefill cost of its virtual tokens, and a training epoch against a
+# level-1 LoRA, interleaved on the kit's tiny base (README "Soft prompts").
+bench-softprompts: install
+	$(PY) scripts/bench/softprompts.py
 
 # Not part of `make test`: builds Dockerfile.cpu for real (docker, else buildah on a debootstrap bookworm base) and
 # runs /start.sh against kit-made models. IMAGES=build builds Dockerfile.cuda's stages with the CPU torch wheel and
