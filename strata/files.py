@@ -92,6 +92,24 @@ def staged_file(path: Path, text: bool = False,
             os.fsync(handle.fileno())
 
 
+@contextmanager
+def staged_dir(dest: Path) -> Iterator[Path]:
+    """Yield an empty folder beside `dest` to fill; on success it replaces `dest` (mode 0755) by one rename, on
+    failure it is removed: `dest` is never half-written."""
+    import shutil
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    try:
+        yield work
+        work.chmod(0o755)
+        shutil.rmtree(dest, ignore_errors=True)
+        work.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write `text` through a fsynced temp file and os.replace: readers never see half a file."""
     with staged_file(path, text=True) as handle:
@@ -131,6 +149,11 @@ def read_json_or_none(path: Path) -> dict[str, Any] | None:
 def read_jsonl(path: Path, hint: str) -> list[dict[str, Any]]:
     """Every object in a JSONL file (blank lines skipped). Missing file, bad JSON or a non-object line raise
     StrataError naming the file and line, followed by `hint` (what to run to make it)."""
+    return [record for _, record in numbered_jsonl(path, hint)]
+
+
+def numbered_jsonl(path: Path, hint: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every object in a JSONL file, checked as `read_jsonl` does."""
     path = Path(path)
     if not path.is_file():
         raise StrataError(f"{path} does not exist; {hint}")
@@ -144,5 +167,5 @@ def read_jsonl(path: Path, hint: str) -> list[dict[str, Any]]:
             raise StrataError(f"{path}:{number} is not valid JSON ({exc.msg}); {hint}") from None
         if not isinstance(record, dict):
             raise StrataError(f"{path}:{number} must be a JSON object, got {type(record).__name__}; {hint}")
-        records.append(record)
+        records.append((number, record))
     return records

@@ -95,6 +95,25 @@ class Settings:
         return self.processed / "val.jsonl"
 
     @property
+    def pairs_train_jsonl(self) -> Path:
+        """Synthesized question/answer pairs the chat levels and topic layers train on."""
+        return self.processed / "pairs_train.jsonl"
+
+    @property
+    def pairs_val_jsonl(self) -> Path:
+        """Held-out pairs: the base-vs-layer gate scores these."""
+        return self.processed / "pairs_val.jsonl"
+
+    @property
+    def paraphrases_jsonl(self) -> Path:
+        """A teacher's paraphrase of each chunk (level 1 trains on them beside the text)."""
+        return self.processed / "paraphrases.jsonl"
+
+    @property
+    def synthesis_summary(self) -> Path:
+        return self.processed / "synthesis_summary.json"
+
+    @property
     def models(self) -> Path:
         return self.workspace / "models"
 

@@ -4,10 +4,33 @@ tiny base, GGUF)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from strata.settings import Settings
+
+
+# what `python -m strata.llamacpp` (make install) puts in the shared cache once per llama-cpp-python version and
+# that no test changes: linked into each session's cache instead of fetched again
+SHARED_CACHE_PARTS = ("llama.cpp-*", "sdist", "wheels", "llama-server-*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh STRATA_CACHE per test session, so nothing cached by one run (the base pre-flight's convert-and-load
+    verdicts, say) decides the next; llama.cpp's converter scripts, the sdist and the wheels are linked in from the
+    shared cache (~/.cache/strata or $STRATA_CACHE), where the install extracted them."""
+    from strata.llamacpp import cache_root
+
+    shared = cache_root()
+    cache = tmp_path_factory.mktemp("strata-cache")
+    for pattern in SHARED_CACHE_PARTS:
+        for part in shared.glob(pattern):
+            (cache / part.name).symlink_to(part, target_is_directory=part.is_dir())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STRATA_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from strata.demo import STAGES, DemoOptions, run_demo
+from strata.demo import DemoOptions, run_demo, stages_for
 
 QUICK = DemoOptions(base_size="test", pretrain_steps=20, qa_max_tokens=8,
-                    training={"max_steps": 4, "max_seq_len": 128, "batch_size": 4, "grad_accum": 1, "lr": 1e-3})
+                    training={"max_steps": 4, "max_seq_len": 128, "batch_size": 4, "grad_accum": 1, "lr": 1e-3},
+                    topic_training={"max_steps": 4})
 
 
 def test_demo_runs_every_stage_and_leaves_pod_paths_alone(tmp_path, monkeypatch):
@@ -19,12 +20,13 @@ def test_demo_runs_every_stage_and_leaves_pod_paths_alone(tmp_path, monkeypatch)
     lines: list[str] = []
     rows = run_demo(tmp_path / "demo", echo=lines.append, options=QUICK)
 
-    assert [name for name, _ in rows] == [stage.name for stage in STAGES]
+    assert [name for name, _ in rows] == [stage.name for stage in stages_for(QUICK)]
     report = Path(rows[-1][1].removeprefix("QA report: ").split(" (")[0])
     assert report.is_file() and report.parent.parent == tmp_path / "demo" / "runs"
     assert "ASC_Leases" in report.read_text()  # a topic layer was compared
-    assert "F16 vs HF rel err" in rows[2][1]
+    assert "F16 vs HF rel err" in rows[2][1] and "embedder" not in " ".join(n for n, _ in rows)
     assert (tmp_path / "demo" / "models" / "strata.Q4_K_M.gguf").is_file()
     assert pod_model.read_bytes() == b"the pod's real model"
     assert not (tmp_path / "pod" / "archive").exists()
     assert any(line.startswith("[4/4]") for line in lines)
+    assert any("general ppl / drift" in line for line in lines)  # the gate's per-topic matrix was printed

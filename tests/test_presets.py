@@ -54,3 +54,23 @@ def test_missing_preset_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("STRATA_PRESETS", str(tmp_path))
     with pytest.raises(StrataError, match="not found"):
         load_preset(Demo, "levels/nope")
+
+
+def test_synthesis_gate_and_topic_presets_load():
+    from strata.data.synthesis import SynthesisPreset
+    from strata.qa.gate import GatePreset
+    from strata.qa.prompts import load_prompt_set
+    from strata.train.pairs import GENERAL, GeneralMix, chat_record, general_records
+    from strata.train.trainconfig import load_train_preset
+
+    assert load_preset(SynthesisPreset, "synthesis").generator == "auto"
+    assert load_preset(GatePreset, "gate").metric == "f1"
+    topic = load_train_preset(0, "levels/topic")
+    assert topic.format == "chat" and topic.min_steps >= 1 and topic.step_tokens and topic.warmup_ratio > 0
+    assert load_train_preset(2).general_share > 0
+    assert all(p.get("question") and p.get("answer") for p in load_preset(GeneralMix, GENERAL).pairs)
+    assert len(general_records(20, topic.phrasings)) == 20
+    assert all(item.reference for item in load_prompt_set("qa/general").items)
+    pair = {"id": "x", "question": "What is a lease?", "answer": "A contract.", "section": "Scope"}
+    prompts = {chat_record(dict(pair, id=str(i)), topic.phrasings)["messages"][0]["content"] for i in range(40)}
+    assert len(prompts) > 2 and all("What is a lease?" in p for p in prompts)  # varied phrasings, same question

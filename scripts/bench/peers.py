@@ -13,9 +13,11 @@ import httpx
 from strata.ports import free_port
 
 STRATA = "strata serve"
+STRATA_NP1 = "strata serve --parallel 1"  # the like-for-like single-stream launch (llama-server -np 1)
 LLAMA_SERVER = "llama-server"
 LLAMA_CPP_PYTHON = "llama-cpp-python server"
-SHORT_NAMES = {"strata": STRATA, "llama-server": LLAMA_SERVER, "llama-cpp-python": LLAMA_CPP_PYTHON}
+SHORT_NAMES = {"strata": STRATA, "strata-np1": STRATA_NP1, "llama-server": LLAMA_SERVER,
+               "llama-cpp-python": LLAMA_CPP_PYTHON}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ def peer_specs(model: Path, loras: dict[str, Path], startup: tuple[str, ...], th
                  [sys.executable, "-m", "strata.serve", "--model", str(model), "--n_threads", str(threads),
                   "--n_ctx", str(n_ctx), "--parallel", str(slots), "--lora_init_without_apply", "True",
                   *[a for p in paths for a in ("--lora", p)]], "/health"),
+        PeerSpec(STRATA_NP1, "strata-np1", f"--parallel 1, {paths and startup[0]} loaded (scale 0 until POST "
+                 "/lora-adapters applies it)",
+                 [sys.executable, "-m", "strata.serve", "--model", str(model), "--n_threads", str(threads),
+                  "--n_ctx", str(n_ctx), "--parallel", "1", "--lora_init_without_apply", "True", "--lora", paths[0]],
+                 "/health"),
         PeerSpec(LLAMA_CPP_PYTHON, "lcp", "no adapters",
                  [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_threads", str(threads),
                   "--n_threads_batch", str(threads), "--n_ctx", str(n_ctx), "--flash_attn", "False"],

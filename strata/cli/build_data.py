@@ -1,4 +1,4 @@
-"""`strata build` data steps: pdf-pretest, dataset, archive."""
+"""`strata build` data steps: pdf-pretest, dataset, synthesize, archive."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from strata.cli.common import friendly_errors, workspace_option
+from strata.cli.common import friendly_errors, teacher_of, teacher_options, workspace_option
 from strata.settings import Settings
 
 
@@ -70,6 +70,32 @@ def dataset(preset: str, base_model: str | None, settings: Settings) -> None:
                f"wrote {settings.train_jsonl} and {settings.val_jsonl}")
 
 
+@click.command("synthesize")
+@teacher_options
+@click.option("--preset", default="synthesis", show_default=True,
+              help="Filters, split and teacher knobs: a name under presets/ or a path to a .yaml file.")
+@click.option("--limit", type=int, default=None, help="Only the first N chunks (a quick look at what comes out).")
+@workspace_option
+@friendly_errors
+def synthesize(generator: str | None, teacher_url: str | None, teacher_model: str | None, preset: str,
+               limit: int | None, settings: Settings) -> None:
+    """Question/answer pairs from every chunk -> data/processed/pairs_train.jsonl, pairs_val.jsonl.
+
+    Each pair cites its chunk id, topic, section, source PDF and pages; synthesis_summary.json counts pairs per
+    topic and type and rejections per reason. A killed llm run resumes from its cache.
+    """
+    from strata.data.synthesis import synthesize as run
+    from strata.data.synthesis import teacher_from
+
+    teacher = teacher_from(teacher_of(teacher_url, teacher_model))
+    summary = run(settings, preset=preset, generator=generator, teacher=teacher, limit=limit, echo=click.echo)
+    rows = [[topic, n["train"], n["val"]] for topic, n in summary["per_topic"].items()]
+    _table(f"pairs ({summary['generator']})", ["topic", "train pairs", "held-out pairs"], rows)
+    click.echo("types: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["per_type"].items())))
+    click.echo("rejected: " + (", ".join(f"{k} {v}" for k, v in sorted(summary["rejected"].items())) or "none"))
+    click.echo(f"wrote {settings.pairs_train_jsonl} and {settings.pairs_val_jsonl}; summary {settings.synthesis_summary}")
+
+
 @click.command("archive")
 @click.option("--json", "as_json", is_flag=True, help="Print the archive record as JSON instead of a table.")
 @workspace_option
@@ -88,4 +114,4 @@ def archive(as_json: bool, settings: Settings) -> None:
     click.echo(f"moved {len(record['moved'])} PDFs to {record['archive']}; record: {record['record']}")
 
 
-COMMANDS: list[click.Command] = [pdf_pretest, dataset, archive]
+COMMANDS: list[click.Command] = [pdf_pretest, dataset, synthesize, archive]

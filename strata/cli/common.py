@@ -66,3 +66,30 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper
+
+
+def teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--generator / --teacher-url / --teacher-model for the question/answer synthesis (synthesize and all)."""
+    options = [
+        click.option("--generator", type=click.Choice(["auto", "extractive", "llm"]), default=None,
+                     help="Question/answer generator. extractive: from the text's own structure, no model. llm: ask a "
+                          "teacher model. Default: presets/synthesis.yaml (auto = llm when a teacher URL is set)."),
+        click.option("--teacher-url", envvar="STRATA_TEACHER_URL", default=None,
+                     help="OpenAI-compatible base URL of the teacher (env STRATA_TEACHER_URL; API key from "
+                          "STRATA_TEACHER_API_KEY). Without it, --generator llm serves the base model as GGUF in "
+                          "this process."),
+        click.option("--teacher-model", default=None,
+                     help="Model name sent to --teacher-url; for the in-process teacher a GGUF path (default: the "
+                          "base converted once to models/teacher-<fingerprint>.F16.gguf)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def teacher_of(teacher_url: str | None, teacher_model: str | None) -> dict[str, Any]:
+    """The synthesis options as run_all / Teacher take them (a local --teacher-model is a GGUF path)."""
+    from pathlib import Path
+
+    local = teacher_url is None and teacher_model is not None
+    return {"teacher_url": teacher_url, "teacher_model": str(Path(teacher_model).resolve()) if local else teacher_model}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from strata.errors import StrataError
-from strata.files import atomic_write_json, now_iso, now_stamp, read_json, sha256_file
+from strata.files import atomic_write_json, now_iso, now_stamp, read_json, sha256_file, staged_path
 from strata.settings import Settings
 
 Hook = Callable[[str, Path, Path], None]
@@ -36,25 +36,24 @@ def _free_name(dest: Path, sha: str) -> tuple[Path, bool]:
 
 
 def _copy_verified(source: Path, dest: Path, size: int, sha: str) -> None:
-    """Copy to a hidden part file, fsync, verify size + sha256, then link it into place (link fails if taken)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part")
-    try:
+    """Copy to a hidden part file (staged_path), fsync, verify size + sha256, then link it into place (a link, unlike
+    a rename, fails if the name was taken meanwhile)."""
+    def place(part: Path, dest: Path) -> None:
+        try:
+            os.link(part, dest)
+        except OSError as exc:  # taken meanwhile, or a filesystem without hard links
+            if isinstance(exc, FileExistsError) or dest.exists():
+                raise StrataError(f"{dest} appeared while archiving; run `strata build archive` again") from None
+            os.replace(part, dest)
+        _fsync_dir(dest.parent)
+
+    with staged_path(dest, "part", publish=place) as part:
         with open(source, "rb") as src, open(part, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
             out.flush()
             os.fsync(out.fileno())
         if part.stat().st_size != size or sha256_file(part) != sha:
             raise StrataError(f"copy of {source} to {dest} does not match the original; the source was left in place")
-        try:
-            os.link(part, dest)  # unlike rename, never replaces an existing file
-        except OSError as exc:  # taken meanwhile, or a filesystem without hard links
-            if isinstance(exc, FileExistsError) or dest.exists():
-                raise StrataError(f"{dest} appeared while archiving; run `strata build archive` again") from None
-            os.replace(part, dest)
-        _fsync_dir(dest.parent)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def _move_one(source: Path, dest: Path, sha: str, hook: Hook | None) -> dict[str, Any]:

@@ -116,6 +116,7 @@ def build_dataset(settings: Settings, preset: str = "dataset", tokenizer_dir: st
 
     knobs = load_preset(DatasetPreset, preset)
     _check(knobs)
+    refuse_user_files(settings)
     sources = recommended_sources(settings)
     count = token_counter(load_tokenizer(settings, tokenizer_dir))
     chunks: list[tuple[dict[str, str], Chunk]] = []
@@ -133,8 +134,21 @@ def build_dataset(settings: Settings, preset: str = "dataset", tokenizer_dir: st
     atomic_write_jsonl(settings.train_jsonl, splits["train"])
     atomic_write_jsonl(settings.val_jsonl, splits["val"])
     summary = _summary(sources, splits, dropped, knobs)
+    summary["written"] = {p.name: sha256_file(p) for p in (settings.train_jsonl, settings.val_jsonl)}
     atomic_write_json(settings.processed / "dataset_summary.json", summary)
     return summary
+
+
+def refuse_user_files(settings: Settings) -> None:
+    """train.jsonl / val.jsonl that this step did not write (no summary, or edited since) are the user's: never
+    overwrite them. A summary from before strata recorded its hashes counts as strata's."""
+    path = settings.processed / "dataset_summary.json"
+    written = read_json(path, "").get("written") if path.is_file() else {}
+    for file in (settings.train_jsonl, settings.val_jsonl):
+        if written is not None and file.is_file() and written.get(file.name) != sha256_file(file):
+            raise StrataError(f"{file} was not written by `strata build dataset` (or was edited since), and strata "
+                              f"never overwrites user files: move it (e.g. to {settings.workspace / 'data' / 'user'}) and "
+                              "train on it with --train-files, or delete it to let the dataset step rebuild it.")
 
 
 def _summary(sources: list[dict[str, str]], splits: dict[str, list[dict[str, Any]]], dropped: dict[str, int],

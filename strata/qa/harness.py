@@ -40,7 +40,8 @@ def run_qa(settings: Settings, *, server: str | None = None, model: str | os.Pat
         raise StrataError("pass either --server URL or --model M.gguf, not both")
     if max_tokens < 1:
         raise StrataError(f"--max-tokens must be at least 1, got {max_tokens}")
-    prompt_set = val_prompts(settings.val_jsonl, from_val) if from_val else load_prompt_set(prompts)
+    held_out = settings.pairs_val_jsonl if settings.pairs_val_jsonl.is_file() else settings.val_jsonl  # pairs first
+    prompt_set = val_prompts(held_out, from_val) if from_val else load_prompt_set(prompts)
     layer_paths = list(layers) if layers is not None else discover_layers(settings.peft)
     softs = list(soft_prompts) if soft_prompts is not None else discover_soft_prompts(settings.workspace / "soft_prompts")
     plan = build_plan(layer_paths, blends, settings.peft, softs)
@@ -61,7 +62,7 @@ def run_qa(settings: Settings, *, server: str | None = None, model: str | os.Pat
     _echo_plan(results, plan, echo)
     if dry_run:
         return {**results, "dry_run": True, "report_dir": None}
-    with _target(settings, server, model, plan, api_key) as base_url, QAClient(base_url, api_key) as client:
+    with serve_target(settings, server, model, plan, api_key) as base_url, QAClient(base_url, api_key) as client:
         results["target"]["base_url"] = base_url
         results["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         rows, layer_info = _run_layers(client, plan, prompt_set, texts, max_tokens, seed, progress)
@@ -85,7 +86,7 @@ def failed_gates(results: dict[str, Any]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _target(settings: Settings, server: str | None, model: str | os.PathLike | None, plan: list[Layer],
+def serve_target(settings: Settings, server: str | None, model: str | os.PathLike | None, plan: list[Layer],
             api_key: str | None) -> Iterator[str]:
     """The base URL to talk to: --server as given, or an in-process server on --model stopped afterwards."""
     if server:
@@ -149,7 +150,7 @@ def _perplexity(client: QAClient, texts: list[str], soft_prompt: str | None = No
     if not texts:
         return {"perplexity": None, "perplexity_error": "no held-out text or references to score"}
     try:
-        return {"perplexity": m.perplexity(client.prompt_logprobs(text, soft_prompt) for text in texts), "perplexity_error": None}
+        return {"perplexity": m.perplexity(client.prompt_logprobs(text, soft_prompt=soft_prompt) for text in texts), "perplexity_error": None}
     except (ServerError, ValueError) as exc:
         return {"perplexity": None, "perplexity_error": str(exc)}
 
@@ -161,7 +162,8 @@ def _active(listing: list[dict]) -> list[tuple[str, float]]:
 
 
 def _perplexity_texts(settings: Settings, prompt_set: PromptSet) -> tuple[list[str], str]:
-    texts, source = val_texts(settings.val_jsonl), str(settings.val_jsonl)
+    held_out = settings.pairs_val_jsonl if settings.pairs_val_jsonl.is_file() else settings.val_jsonl
+    texts, source = val_texts(held_out), str(held_out)
     if not texts:
         texts, source = prompt_set.references, f"references of {prompt_set.source}"
     return [text[:PPL_CHARS] for text in texts[:PPL_TEXTS]], source

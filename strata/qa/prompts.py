@@ -90,16 +90,16 @@ def _checked(prompt_set: PromptSet) -> PromptSet:
 
 
 def from_val(val_jsonl: Path, count: int) -> PromptSet:
-    """The first `count` held-out records: the prompt is the user message (else the heading), the reference is
-    the section text (else the assistant message)."""
+    """The first `count` held-out records: a pair's question and answer (pairs_val.jsonl), else the user message
+    (or heading) and the section text (or assistant message) of a val.jsonl record."""
     if count < 1:
         raise StrataError(f"--from-val needs a positive count, got {count}")
     records = read_val(val_jsonl)
     items = []
     for number, record in enumerate(records[:count]):
         user, assistant = _messages(record)
-        prompt = user or record.get("heading") or ""
-        reference = record.get("text") or assistant
+        prompt = record.get("question") or user or record.get("heading") or ""  # a held-out pair asks its question
+        reference = record.get("answer") or record.get("text") or assistant
         if not prompt:
             raise StrataError(f"{val_jsonl} line {number + 1} has neither a user message nor a heading to ask about")
         topic = record.get("topic")
@@ -121,7 +121,7 @@ def val_texts(val_jsonl: Path) -> list[str]:
     if not Path(val_jsonl).is_file():
         return []
     records = read_jsonl(val_jsonl, "rebuild it with `strata build dataset`")
-    return [text for record in records if (text := record.get("text") or _messages(record)[1])]
+    return [text for record in records if (text := record.get("answer") or record.get("text") or _messages(record)[1])]
 
 
 def _messages(record: dict) -> tuple[str | None, str | None]:

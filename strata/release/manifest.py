@@ -80,6 +80,7 @@ class Manifest:
     soft_prompts: list[dict[str, Any]] = field(default_factory=list)  # soft_prompts/NAME/ entries
     qa: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = None  # the base-vs-layer gate's matrix and verdicts (strata.qa.gate)
 
     def to_bytes(self) -> bytes:
         body = {"format": FORMAT, **asdict(self)}
@@ -113,12 +114,18 @@ class Manifest:
     def adapter(self, name: str) -> dict[str, Any] | None:
         return next((a for a in self.adapters if a["name"] == name), None)
 
+    def failed_layers(self) -> list[dict[str, Any]]:
+        """Adapters whose base-vs-layer gate verdict is failed."""
+        return [a for a in self.adapters if (a.get("gate") or {}).get("passed") is False]
+
     def failed_gates(self) -> list[dict[str, Any]]:
         return [g for g in (self.qa or {}).get("gates", []) if not g.get("passed")]
 
     @property
     def verdict(self) -> str:
-        """The QA verdict the release carries: none, passed or FAILED (any failed gate)."""
+        """The QA verdict the release carries: none, passed or FAILED (any failed QA gate or gated layer)."""
+        if self.failed_layers():
+            return "FAILED"
         if self.qa is None:
             return "none"
         return "FAILED" if self.failed_gates() else "passed"

@@ -76,6 +76,7 @@ def publish(settings: Settings, store: Store, *, name: str | None = None, versio
     manifest = Manifest(
         name=name, version=version, created=now_iso(), strata_version=_strata_version(), base_fingerprint=base_fp,
         model=f"model/{model.name}", files=files, adapters=adapter_meta, soft_prompts=soft_meta, qa=qa,
+        gate=_gate_matrix(settings),
         fidelity={k: fidelity.get(k) for k in ("quant", "relative_error", "top1_agreement", "perplexity_ratio",
                                                "passed")} if fidelity else None)
     if existing is not None:
@@ -156,7 +157,8 @@ def _adapter_sources(peft: Path, with_peft: bool, only: Sequence[str]) -> tuple[
         meta.append({"name": rel, "path": f"peft/{rel}", "level": summary.get("level"), "topic": summary.get("topic"),
                      "peft": summary.get("peft"), "base_fingerprint": summary.get("base_fingerprint"),
                      "levels_below": [Path(d["path"]).name for d in summary.get("levels_below") or []
-                                      if isinstance(d, dict) and d.get("path")]})
+                                      if isinstance(d, dict) and d.get("path")],
+                     "gate": _gate_verdict(summary)})
     return sources, meta
 
 
@@ -179,6 +181,15 @@ def _soft_prompt_sources(folder: Path, with_peft: bool) -> tuple[list[Source], l
                      "fidelity": {k: (summary.get("fidelity") or {}).get(k)
                                   for k in ("relative_error", "top1_agreement", "passed")}})
     return sources, meta
+
+
+def _gate_verdict(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The base-vs-layer gate's verdict a topic layer's summary carries (None: never gated)."""
+    gate = summary.get("gate")
+    if not isinstance(gate, dict):
+        return None
+    return {k: gate.get(k) for k in ("passed", "topic", "own_f1", "base_f1", "metric", "gain", "general_ppl_ratio",
+                                     "general_drift", "reasons", "run_dir")}
 
 
 def _adapter_files(folder: Path, with_peft: bool, kept: dict[str, str] = ADAPTER_FILES) -> Iterable[Path]:
@@ -223,6 +234,13 @@ def _qa_sources(settings: Settings, model: Path, qa_dir: Path | None) -> tuple[l
           "passed": all(g["passed"] for g in gates),
           "layers": [{"name": layer.get("name"), "status": layer.get("status")} for layer in results.get("layers", [])]}
     return sources, qa
+
+
+def _gate_matrix(settings: Settings) -> dict[str, Any] | None:
+    """The last gate's per-topic matrix, forgetting numbers and verdicts (peft/gate.json), if the build ran one."""
+    record = read_json_or_none(settings.peft / "gate.json")
+    return {k: record.get(k) for k in ("topics", "matrix", "general", "verdicts", "passed", "preset", "created")} \
+        if record else None
 
 
 def _base_fingerprint(settings: Settings, fidelity: dict[str, Any] | None) -> str | None:

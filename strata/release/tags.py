@@ -81,7 +81,8 @@ def load(store: Store, name: str, version: str) -> tuple[Manifest, bytes]:
 
 
 def promote(store: Store, ref: str, tag: str, force: bool = False) -> tuple[dict[str, Any], list[str]]:
-    """Point `tag` at NAME@VERSION. Refused (unless force) when the release has no QA results or a failed gate.
+    """Point `tag` at NAME@VERSION. Refused (unless force) when the release has no QA results, a failed QA gate or
+    a layer that failed the base-vs-layer gate.
     Returns (tag record, warnings)."""
     name, which = parse_ref(ref)
     if which is None:
@@ -94,8 +95,8 @@ def promote(store: Store, ref: str, tag: str, force: bool = False) -> tuple[dict
     manifest, _ = load(store, name, version)
     problems = qa_problems(manifest)
     if problems and not force:
-        raise StrataError(f"refusing to promote {name}@{version} to {tag!r}: {problems[0]}; fix it and publish a new "
-                          "version, or pass --force to promote anyway.")
+        raise StrataError(f"refusing to promote {name}@{version} to {tag!r}: {'; '.join(problems)}; fix it and "
+                          "publish a new version, or pass --force to promote anyway.")
     return set_tag(store, name, tag, version), problems
 
 
@@ -104,4 +105,6 @@ def qa_problems(manifest: Manifest) -> list[str]:
     if manifest.qa is None:
         return [f"{manifest.name}@{manifest.version} carries no QA results (run `strata qa` on the build pod "
                 "before `strata release publish`)"]
-    return [f"QA gate {g.get('spec')} failed ({g.get('message')})" for g in manifest.failed_gates()]
+    problems = [f"QA gate {g.get('spec')} failed ({g.get('message')})" for g in manifest.failed_gates()]
+    return problems + [f"layer {a['name']} failed the base-vs-layer gate ({'; '.join(a['gate'].get('reasons') or [])})"
+                       for a in manifest.failed_layers()]

@@ -46,6 +46,9 @@ class Adapter:
     name: str
     handle: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    version: int = 1  # 1 + how many times this file was loaded before (it changed on disk in between)
+    last_used: float = 0.0  # monotonic time of the last request that took it (LRU eviction)
+    nbytes: int = 0  # tensor bytes llama.cpp holds for it (the GGUF's tensor data)
 
 
 def _field_value(reader_field: Any) -> Any:

@@ -9,6 +9,7 @@ import time
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
+from urllib.parse import quote
 
 import anyio
 from sse_starlette.sse import EventSourceResponse
@@ -25,7 +26,7 @@ from strata.serve.engine import Engine, Generation
 from strata.serve.errors import ApiError
 from strata.serve.jobs import Token
 from strata.serve.metrics import Metrics
-from strata.serve.registry import set_label
+from strata.serve.registry import set_label, set_versions
 from strata.serve.responses import Reply
 from strata.serve.schemas import (parse_adapter_body, parse_completion, parse_embeddings, parse_soft_prompt_body,
                                   read_json)
@@ -34,6 +35,10 @@ log = logging.getLogger("strata.serve")
 SHUTDOWN_GRACE_S = 3.0
 ADAPTERS_HEADER = "X-Strata-Adapters"  # e.g. "base" or "alpha@1+beta@0.4": the adapter set a reply ran under
 SOFT_PROMPT_HEADER = "X-Strata-Soft-Prompt"  # the soft prompt a reply ran under (absent: none)
+VERSIONS_HEADER = "X-Strata-Adapter-Versions"  # e.g. "alpha=2": which load of each adapter's file it ran under
+# header values are ASCII: other characters (an adapter dir named 会計) go percent-encoded as UTF-8, as in RFC 8187's
+# ext-value, so urllib.parse.unquote() gives the names back; '%' itself is encoded too
+HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 Handler = Callable[[Request, "Runtime"], Awaitable[Response]]
 
 
@@ -74,7 +79,18 @@ def sse(data: str) -> bytes:
 
 class EventStream(EventSourceResponse):
     """sse-starlette's response (pings, disconnect and shutdown handling) minus the cancel scope it opens around
-    every event when no send timeout is set: per token that was a measurable share of the event loop's work."""
+    every event when no send timeout is set: per token that was a measurable share of the event loop's work.
+    Whatever ends the response (a client gone before the first event, a send that fails), the job is cancelled."""
+
+    def __init__(self, *args: Any, generation: Generation, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.generation = generation
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.generation.job.cancelled = True  # a no-op once the job is done
 
     async def _send_with_timeout(self, send: Any, message: Any) -> None:
         if self.send_timeout is None:
@@ -91,7 +107,12 @@ class Json(JSONResponse):
 
 
 def error_response(exc: ApiError) -> JSONResponse:
-    return Json(exc.body(), status_code=exc.status)
+    return Json(exc.body(), status_code=exc.status, headers=exc.headers or None)
+
+
+def header_value(text: str) -> str:
+    """`text` as an HTTP header value (see HEADER_SAFE): ASCII names unchanged, anything else percent-encoded."""
+    return quote(text, safe=HEADER_SAFE)
 
 
 def endpoint(name: str, handler: Handler, open_access: bool = False) -> Callable[[Request], Awaitable[Response]]:
@@ -128,21 +149,28 @@ async def health(request: Request, runtime: Runtime) -> Response:
         return JSONResponse({"status": "error", "message": "the decode loop has stopped (see the server log); "
                                                            "restart the server"}, status_code=503)
     return JSONResponse({"status": "ok", "model": runtime.config.model_name,
-                         "adapters": len(engine.registry.adapters), "slots": engine.model.parallel,
+                         "adapters": len(engine.registry.adapters), "adapter_bytes": engine.registry.memory_bytes(),
+                         "max_loaded_adapters": engine.registry.max_loaded, "slots": engine.model.parallel,
                          "slots_busy": engine.scheduler.busy(), **_release(runtime.config)})
 
 
 async def models(request: Request, runtime: Runtime) -> Response:
     engine = runtime.ready_engine()
     data = [{"id": runtime.config.model_name, "object": "model", "owned_by": "strata", "path": str(engine.config.model)}]
-    data += [{"id": a["name"], "object": "model", "owned_by": "strata", "adapter_id": a["id"], "path": a["path"],
-              "scale": a["scale"]} for a in engine.listing()]
+    data += [{"id": a["name"], "object": "model", "owned_by": "strata", "parent": runtime.config.model_name,
+              "adapter_id": a["id"], "path": a["path"], "scale": a["scale"], "version": a["version"]}
+             for a in engine.listing()]
     return JSONResponse({"object": "list", "data": data, **_release(runtime.config)})
 
 
 def _release(config: ServeConfig) -> dict[str, Any]:
     """The release being served (name, version, tag, path, adapters), for /health and /v1/models."""
     return {"release": config.release} if config.release else {}
+
+
+async def slots(request: Request, runtime: Runtime) -> Response:
+    """llama-server's GET /slots: each slot's state, adapter set and cached tokens."""
+    return JSONResponse(runtime.ready_engine().scheduler.describe_slots())
 
 
 async def metrics(request: Request, runtime: Runtime) -> Response:
@@ -175,35 +203,47 @@ def _completion_handler(kind: str) -> Handler:
         req = parse_completion(await read_json(request, runtime.config.max_body_bytes), kind,
                                runtime.config.max_lora_scale)
         generation, echoed = await engine.submit(req)  # every 4xx is raised here, before a byte is sent
-        reply = Reply(kind=kind, model=req.model or runtime.config.model_name, prompt_text=echoed,
-                      logprobs=req.logprobs is not None)
-        headers = {ADAPTERS_HEADER: set_label(generation.job.lora)}  # the set this reply ran under
-        if generation.job.soft is not None:
-            headers[SOFT_PROMPT_HEADER] = generation.job.soft.name
-        if req.stream:
-            # on SIGTERM the scheduler fails in-flight jobs at once; the grace period lets that error event out
-            return EventStream(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15,
-                                       headers=headers, shutdown_grace_period=SHUTDOWN_GRACE_S)
-        done, failed = None, None
-        async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, request, generation, group.cancel_scope)
-            try:  # nothing may escape the task group: it would wrap the ApiError in an ExceptionGroup (a bare 500)
-                async with aclosing(generation.events()) as events:
-                    async for event in events:
-                        if isinstance(event, Token):
-                            reply.add(event)
-                        else:
-                            done = event
-            except ApiError as exc:
-                failed = exc
-            group.cancel_scope.cancel()
-        if failed is not None:
-            raise failed
-        if done is None:
-            raise ApiError(499, "the client went away before the reply was ready; the generation was stopped.")
-        return Json(reply.body(done), headers=headers)
+        try:
+            return await _reply(request, runtime, kind, req, generation, echoed)
+        except BaseException:  # anything between submit and the last event read: the job must not run on unread
+            generation.job.cancelled = True
+            raise
 
     return handle
+
+
+async def _reply(request: Request, runtime: Runtime, kind: str, req: Any, generation: Generation,
+                 echoed: str) -> Response:
+    """The reply to a submitted generation: an SSE stream, or the whole JSON body once it is done."""
+    lora = generation.job.lora
+    reply = Reply(kind=kind, model=req.model or runtime.config.model_name, prompt_text=echoed,
+                  logprobs=req.logprobs is not None)
+    headers = {ADAPTERS_HEADER: header_value(set_label(lora)),  # the set this reply ran under
+               VERSIONS_HEADER: header_value(set_versions(lora))}
+    if generation.job.soft is not None:
+        headers[SOFT_PROMPT_HEADER] = header_value(generation.job.soft.name)
+    if req.stream:
+        # on SIGTERM the scheduler fails in-flight jobs at once; the grace period lets that error event out
+        return EventStream(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15,
+                           headers=headers, shutdown_grace_period=SHUTDOWN_GRACE_S, generation=generation)
+    done, failed = None, None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_on_disconnect, request, generation, group.cancel_scope)
+        try:  # nothing may escape the task group: it would wrap the ApiError in an ExceptionGroup (a bare 500)
+            async with aclosing(generation.events()) as events:
+                async for event in events:
+                    if isinstance(event, Token):
+                        reply.add(event)
+                    else:
+                        done = event
+        except ApiError as exc:
+            failed = exc
+        group.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
+    if done is None:
+        raise ApiError(499, "the client went away before the reply was ready; the generation was stopped.")
+    return Json(reply.body(done), headers=headers)
 
 
 async def _cancel_on_disconnect(request: Request, generation: Generation, scope: anyio.CancelScope) -> None:
@@ -290,6 +330,7 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/health", endpoint("health", health, open_access=True), methods=["GET"]),
         Route("/v1/models", endpoint("models", models), methods=["GET"]),
         Route("/metrics", endpoint("metrics", metrics), methods=["GET"]),
+        Route("/slots", endpoint("slots", slots), methods=["GET"]),
         Route("/lora-adapters", endpoint("lora-adapters", list_adapters), methods=["GET"]),
         Route("/lora-adapters", endpoint("lora-adapters", set_adapters), methods=["POST"]),
         Route("/soft-prompts", endpoint("soft-prompts", list_soft_prompts), methods=["GET"]),
@@ -300,4 +341,6 @@ def create_app(config: ServeConfig) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.runtime = Runtime(config=config, metrics=Metrics())
-    return app
+    from strata.console.app import for_serve  # the web console at / (its routes come after every API route)
+
+    return for_serve(app, config)

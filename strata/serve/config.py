@@ -75,11 +75,23 @@ class ServeConfig:
     soft_prompt: str | None = None  # default soft prompt: a name under WORKSPACE/soft_prompts/ or a path
     soft_prompt_enabled: bool | None = None  # apply the default to requests that name none (None: when one is set)
     soft_prompt_home: Path | None = None  # the folder whose soft_prompts/NAME/ names resolve in (None: workspace)
+    kv_unified: bool = False  # one KV stream for all slots (llama-server's default) instead of one per slot
+    switch_budget: int = 32  # decode steps an adapter set keeps the context while another set waits
+    max_queue: int = 64  # requests waiting for a slot before new ones get 429
+    max_loaded_adapters: int = 16  # adapters kept loaded; idle ones are evicted least-recently-used first (0: no cap)
 
     def __post_init__(self) -> None:
         """Start-up adapters obey the same scale and path rules as POST /lora-adapters."""
         if not (math.isfinite(self.max_lora_scale) and self.max_lora_scale > 0):
             raise StrataError(f"--max-lora-scale must be a positive number, got {self.max_lora_scale!r}.")
+        for name in ("switch_budget", "max_queue"):
+            if getattr(self, name) < 1:
+                raise StrataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)!r}.")
+        if self.max_loaded_adapters < 0:
+            raise StrataError(f"--max-loaded-adapters must be 0 (no cap) or more, got {self.max_loaded_adapters!r}.")
+        if 0 < self.max_loaded_adapters < len(self.loras):
+            raise StrataError(f"{len(self.loras)} start-up adapters do not fit --max-loaded-adapters "
+                              f"{self.max_loaded_adapters}; raise it.")
         for path, scale in self.loras:
             try:
                 check_path(path, f"start-up adapter path {path[:80]!r}")
@@ -182,6 +194,18 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
                    help="sequence slots decoded together (continuous batching, each with its own adapter set; "
                    "default 4). The KV cache holds N x --n_ctx tokens, so its memory grows linearly with N; a "
                    "request beyond N waits for a free slot")
+    p.add_argument(*_flags("kv_unified"), "-kvu", dest="kv_unified", type=_bool, nargs="?", const=True,
+                   default=False, help="one KV cache stream shared by all slots (llama-server's default) instead of "
+                   "one per slot (default False: measured faster here, see README Benchmarks)")
+    p.add_argument(*_flags("switch_budget"), type=int, default=32, metavar="STEPS",
+                   help="decode steps an adapter set keeps the context while requests under another set wait "
+                   "(default 32). A busy set waits at most (busy sets - 1) x STEPS steps; switching re-reserves "
+                   "llama.cpp's graph, so larger is faster and less fair")
+    p.add_argument(*_flags("max_queue"), type=int, default=64, metavar="N", help="requests that may wait for a "
+                   "free slot (default 64); beyond that a request gets 429 with Retry-After")
+    p.add_argument(*_flags("max_loaded_adapters"), type=int, default=16, metavar="N", help="adapters kept loaded "
+                   "(default 16; 0: no cap). Loading one more evicts the least-recently used adapter that no request "
+                   "and not the global set uses; when all are in use the load gets 429")
     p.add_argument(*_flags("embeddings"), type=_bool, nargs="?", const=True, default=True,
                    help="serve POST /v1/embeddings (True/False, default True). Its own llama.cpp context is made on "
                    "the first request: one sequence of --n_ctx tokens of KV cache plus a compute buffer for that "
@@ -257,7 +281,9 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         n_gpu_layers=ns.n_gpu_layers,
         seed=ns.seed, base_model=settings.base_model, max_body_bytes=ns.max_body_bytes,
         model_alias=ns.model_alias, verbose=ns.verbose, max_lora_scale=ns.max_lora_scale,
-        access_log=ns.access_log, soft_prompt=ns.soft_prompt or env.get("SOFT_PROMPT") or None,
+        access_log=ns.access_log, kv_unified=ns.kv_unified, switch_budget=ns.switch_budget,
+        max_queue=ns.max_queue, max_loaded_adapters=ns.max_loaded_adapters,
+        soft_prompt=ns.soft_prompt or env.get("SOFT_PROMPT") or None,
         soft_prompt_enabled=ns.soft_prompt_enabled if ns.soft_prompt_enabled is not None else (
             _env_bool(env, "SOFT_PROMPT_ENABLED")), soft_prompt_home=home,
     )

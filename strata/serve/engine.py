@@ -4,8 +4,10 @@ for the HTTP handlers (which only parse, submit and stream)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -20,7 +22,7 @@ from strata.serve.jobs import Done, Failed, Job
 from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel
 from strata.serve.registry import LoraSet, Ref, Registry
-from strata.serve.sampling import check_grammar
+from strata.serve.sampling import SamplerChain
 from strata.serve.scheduler import Scheduler
 from strata.serve.schemas import CompletionRequest, EmbeddingRequest
 from strata.serve.softprompts import SoftPrompt, SoftPrompts, Target
@@ -60,16 +62,23 @@ class Engine:
         self.model: LoadedModel | None = None
         self.scheduler: Scheduler | None = None
         self.embedder: Embedder | None = None
+        # adapter loads (and PEFT conversions) wait for each other on their own thread, never holding one of
+        # anyio's worker threads that every request needs for tokenizing
+        self._loads = ThreadPoolExecutor(1, thread_name_prefix="strata-adapter-load")
+        self._arrivals = itertools.count(1)  # POST /lora-adapters arrival order
+        self._applied_arrival = 0
         try:
             self.model = LoadedModel.load(config)
             self.template = ChatTemplate(self.model, config.chat_format)
             self.scheduler = Scheduler(self.model, metrics, release=lambda lora: self.registry.release(lora),
-                                       default_seed=config.seed)
+                                       default_seed=config.seed, switch_budget=config.switch_budget,
+                                       max_queue=config.max_queue)
             self.embedder = Embedder(self.model, config, self.scheduler) if config.embeddings else None
             self.registry = Registry(
                 self.model, ad.read_base_info(Path(config.model)), self._allowed_roots(),
                 ad.peft_converter(config.base_model, self._tmp / "converted"), metrics,
-                free=lambda gone: self.scheduler.free_adapters([a.handle for a in gone]), verbose=config.verbose)
+                free=lambda gone: self.scheduler.free_adapters([a.handle for a in gone]), verbose=config.verbose,
+                max_loaded=config.max_loaded_adapters)
             self.soft_prompts = self._soft_prompts()
             start = self.registry.resolve([Ref(scale=s, path=p) for p, s in config.loras])
             if config.lora_init_without_apply:
@@ -122,8 +131,11 @@ class Engine:
     async def set_adapters(self, refs: list[Ref]) -> list[dict[str, Any]]:
         """Make `refs` the global set (omitted adapters get scale 0) for requests admitted from now on; requests
         in flight keep the set they started with. New paths load in a worker thread, never on the decode loop."""
-        chosen = await self._resolve(refs)
-        self.registry.set_global(chosen)
+        arrival = next(self._arrivals)  # taken before any await: the request sent last wins, however long
+        chosen = await self._resolve(refs)   # each one's loads take
+        if arrival > self._applied_arrival:
+            self._applied_arrival = arrival
+            self.registry.set_global(chosen)
         return self.registry.active_listing()
 
     async def _resolve(self, refs: list[Ref]) -> LoraSet:
@@ -131,7 +143,7 @@ class Engine:
         thread (a thread hop costs milliseconds when llama.cpp's threads hold every core)."""
         if all(ref.id is not None for ref in refs):
             return self.registry.resolve(refs)
-        return await run_in_threadpool(self.registry.resolve, refs)
+        return await asyncio.wrap_future(self._loads.submit(self.registry.resolve, refs))
 
     def listing(self) -> list[dict[str, Any]]:
         return self.registry.listing()
@@ -144,11 +156,6 @@ class Engine:
     def _prompt(self, req: CompletionRequest) -> tuple[list[int], list[str], str]:
         """Prompt tokens, stop strings and the text to echo (and a grammar check: it needs the vocab)."""
         model = self.model
-        if req.sampling.grammar is not None:
-            try:
-                check_grammar(model.vocab, req.sampling.grammar)
-            except ValueError as exc:
-                raise ApiError(400, f"\"grammar\": {exc}") from None
         if req.kind == "chat":
             rendered = self.template.render(req.messages)
             return rendered.tokens, req.stop + [s for s in rendered.stop if s not in req.stop], ""
@@ -183,19 +190,40 @@ class Engine:
         if bad:
             raise ApiError(400, f"logit_bias names token id {bad[0]}, which is outside the vocabulary "
                                 f"(0-{self.model.n_vocab - 1})")
-        lora = await self._lora_for(req)
+        sampling = replace(req.sampling, logit_bias=tuple(bias))
+        sampler = await run_in_threadpool(self._grammar_chain, sampling, req.ignore_eos)
+        try:
+            lora = await self._lora_for(req)
+        except BaseException:
+            if sampler is not None:
+                sampler.close()
+            raise
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        job = Job(prompt=prompt, sampling=replace(req.sampling, logit_bias=tuple(bias)), lora=lora,
+        job = Job(prompt=prompt, sampling=sampling, lora=lora,
                   max_tokens=max_tokens, stops=stops, sink=queue.put_nowait, loop=loop,
                   logprobs=req.logprobs, prompt_logprobs=req.echo and req.logprobs is not None,
-                  ignore_eos=req.ignore_eos, reuse_prefix=req.cache_prompt, soft=soft)
+                  ignore_eos=req.ignore_eos, reuse_prefix=req.cache_prompt, sampler=sampler, soft=soft)
         try:
             self.scheduler.submit(job)
         except BaseException:
+            if sampler is not None:
+                sampler.close()
             self.registry.release(lora)
             raise
         return Generation(job, queue), echoed if req.echo else ""
+
+    def _grammar_chain(self, sampling, ignore_eos: bool) -> SamplerChain | None:
+        """A grammar request's sampler chain, compiled here in a worker thread rather than on the decode thread
+        (a JSON schema's grammar takes milliseconds to compile); None without a grammar."""
+        if sampling.grammar is None:
+            return None
+        try:
+            return SamplerChain(sampling, self.model.vocab, self.model.n_vocab, self.config.seed,
+                                eog=self.scheduler.eog if ignore_eos else ())
+        except ValueError as exc:
+            raise ApiError(400, f"\"grammar\": {exc} (GBNF with a `root` rule, e.g. root ::= \"yes\" | \"no\")"
+                           ) from None
 
     async def embed(self, req: EmbeddingRequest) -> tuple[list[list[float]], int]:
         """Pooled, L2-normalised vectors for every input (and the tokens read), under the request's adapter set."""
@@ -229,4 +257,5 @@ class Engine:
                 llama_cpp.llama_adapter_lora_free(adapter.handle)
             self.model.close()
             self.model = None
+        self._loads.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._tmp, ignore_errors=True)

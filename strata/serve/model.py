@@ -49,6 +49,7 @@ class LoadedModel:
     n_batch: int
     parallel: int
     metadata: dict[str, str]
+    kv_unified: bool = False  # one KV stream for all sequences (else one stream per sequence)
     # llama.cpp keeps the model's adapters in a set that loading/freeing an adapter changes and that a context
     # reads when it re-reserves its graph (the first decode after an adapter-set change): hold this for those.
     adapters_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,8 +82,10 @@ class LoadedModel:
         params.n_threads = params.n_threads_batch = config.n_threads
         params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn
                                   else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
-        params.kv_unified = False  # each sequence owns n_ctx cells and attends only over its own stream
-        params.no_perf = True
+        # False (default): each sequence owns n_ctx cells and attends only over its own stream; the scheduler
+        # orders each batch by sequence id so that llama.cpp keeps the slots of one set in one ubatch
+        params.kv_unified = config.kv_unified
+        params.no_perf = True  # llama_perf_context still counts reused graphs (n_reused), which /metrics reports
         try:
             context = _internals.LlamaContext(model=model, params=params, verbose=config.verbose)
         except ValueError:
@@ -91,7 +94,7 @@ class LoadedModel:
                                 "tokens; lower --parallel or --n_ctx.") from None
         return cls(model=model, context=context, n_vocab=llama_cpp.llama_vocab_n_tokens(model.vocab),
                    n_ctx_seq=min(config.n_ctx, llama_cpp.llama_n_ctx_seq(context.ctx)), n_batch=config.n_batch, parallel=config.parallel,
-                   metadata=model.metadata())
+                   metadata=model.metadata(), kv_unified=config.kv_unified)
 
     @property
     def ctx(self) -> Any:

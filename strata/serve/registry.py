@@ -4,6 +4,7 @@ reference counts per in-flight request, and retirement of adapters nothing uses 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections import Counter
@@ -34,6 +35,16 @@ def set_key(lora: LoraSet) -> tuple[tuple[int, float], ...]:
     return tuple((a.id, s) for a, s in lora)
 
 
+def set_names(lora: LoraSet) -> str:
+    """A set's adapter names without scales (metric labels: per-request scales must not make new series)."""
+    return "+".join(a.name for a, _ in lora) or "base"
+
+
+def set_versions(lora: LoraSet) -> str:
+    """Each adapter's name and version (name=version joined by +; base: none), for a reply header."""
+    return "+".join(f"{a.name}={a.version}" for a, _ in lora) or "base"
+
+
 def set_label(lora: LoraSet) -> str:
     """A short human name for a set: base, or name@scale joined by +."""
     return "+".join(f"{a.name}@{s:g}" for a, s in lora) or "base"
@@ -44,7 +55,8 @@ class Registry:
     dropped on the decode thread; llama.cpp frees go through `free` (the scheduler runs them between decodes)."""
 
     def __init__(self, model: Any, base: ad.BaseInfo, roots: list[Path], convert: Callable[[Path], Path] | None,
-                 metrics: Metrics, free: Callable[[list[ad.Adapter]], None], verbose: bool = False) -> None:
+                 metrics: Metrics, free: Callable[[list[ad.Adapter]], None], verbose: bool = False,
+                 max_loaded: int = 0) -> None:
         self._model = model
         self.base = base
         self.roots = roots
@@ -55,6 +67,8 @@ class Registry:
         self.adapters: dict[int, ad.Adapter] = {}  # copy-on-write: the event loop iterates it for listings
         self.scales: dict[int, float] = {}  # the global set; scale 0 entries are loaded but not applied
         self._refs: Counter[int] = Counter()
+        self._loads: Counter[str] = Counter()  # real file -> times loaded (an adapter's version)
+        self.max_loaded = max_loaded  # 0: no limit
         self._next_id = 0
         self._lock = threading.Lock()  # ids, adapters, scales, refs
         self._load_lock = threading.Lock()  # one load at a time, so one new path is never loaded twice
@@ -72,9 +86,12 @@ class Registry:
             raise ApiError(422, f"llama.cpp could not load the LoRA {file} for this base model (see the server log); "
                                 "check that it was exported from this base.")
         self._metrics.adapter_load_seconds.observe(time.perf_counter() - started)
+        nbytes = sum(2 * math.prod(shape) for name, shape in shapes.items() if ".lora_" in name)  # F16 in llama.cpp
         with self._lock:
+            self._loads[str(file)] += 1
             adapter = ad.Adapter(id=self._next_id, path=given, file=file, key=ad.cache_key(file),
-                                 name=ad.display_name(given), handle=handle, meta=meta)
+                                 name=ad.display_name(given), handle=handle, meta=meta,
+                                 version=self._loads[str(file)], last_used=time.monotonic(), nbytes=nbytes)
             self._next_id += 1
         return adapter
 
@@ -97,6 +114,7 @@ class Registry:
                     key = ad.cache_key(file)
                     adapter = by_key.get(key) or next((a for a in fresh if a.key == key), None)
                     if adapter is None:
+                        self._idle_to_evict(len(fresh) + 1, out)  # 429 before loading when nothing can go
                         adapter = self._load(file, ref.path or str(file))
                         fresh.append(adapter)
                     out.append((adapter, ref.scale))
@@ -107,10 +125,33 @@ class Registry:
                 self._discard(fresh)
                 raise
             if fresh:
+                evicted = self._idle_to_evict(len(fresh), out)  # only now: a failed request changes nothing
                 with self._lock:
-                    self.adapters = {**self.adapters, **{a.id: a for a in fresh}}
+                    self.adapters = {**{i: a for i, a in self.adapters.items() if a not in evicted},
+                                     **{a.id: a for a in fresh}}
+                if evicted:
+                    self._metrics.adapter_evictions.inc(len(evicted))
+                    self._free(evicted)
                 self._metrics.loaded_adapters.set(len(self.adapters))
         return tuple(out)
+
+    def _idle_to_evict(self, adding: int, keep: list[tuple[ad.Adapter, float]]) -> list[ad.Adapter]:
+        """With --max-loaded-adapters: the least-recently used adapters that no request, not the global set and not
+        `keep` (the request being resolved) uses, enough that `adding` more fit; 429 when too many are in use."""
+        if not self.max_loaded:
+            return []
+        kept = {a.id for a, _ in keep}
+        with self._lock:
+            over = len(self.adapters) + adding - self.max_loaded
+            idle = sorted((a for a in self.adapters.values()
+                           if self._refs[a.id] <= 0 and a.id not in self.scales and a.id not in kept),
+                          key=lambda a: a.last_used)
+        if over > len(idle):
+            raise ApiError(429, f"{len(self.adapters)} adapters are loaded (--max-loaded-adapters {self.max_loaded}) "
+                                f"and {len(self.adapters) - len(idle)} of them are in use; retry when a request ends, "
+                                "use a loaded adapter (GET /lora-adapters), or start the server with a larger "
+                                "--max-loaded-adapters.", headers={"Retry-After": "1"})
+        return idle[:max(0, over)]
 
     def _discard(self, fresh: list[ad.Adapter]) -> None:
         """Free adapters loaded for a request that failed: nothing can reference them yet."""
@@ -141,6 +182,9 @@ class Registry:
             if gone:
                 raise ApiError(409, f"adapter {gone[0]} was unloaded while this request was prepared; retry it.")
             self._refs.update(a.id for a, _ in live)
+            now = time.monotonic()
+            for a, _ in live:
+                a.last_used = now
         return live
 
     def release(self, lora: LoraSet) -> None:
@@ -171,7 +215,8 @@ class Registry:
     def describe(self, adapter: ad.Adapter) -> dict[str, Any]:
         scale = self.scales.get(adapter.id, 0.0)
         return {"id": adapter.id, "path": adapter.path, "file": str(adapter.file), "name": adapter.name,
-                "scale": scale, "active": scale != 0.0, **adapter.meta}
+                "scale": scale, "active": scale != 0.0, "version": adapter.version, "bytes": adapter.nbytes,
+                **adapter.meta}
 
     def listing(self) -> list[dict[str, Any]]:
         return [self.describe(a) for a in self.adapters.values()]
@@ -181,11 +226,24 @@ class Registry:
         return [self.describe(adapters[i]) for i, s in self.scales.items() if s != 0.0 and i in adapters]
 
     def refs_for_model(self, model: str | None) -> list[Ref] | None:
-        """`"model": "<adapter name>"` selects that adapter alone at scale 1; anything else keeps the global set."""
-        for adapter in self.adapters.values():
-            if model and model == adapter.name:
-                return [Ref(scale=1.0, id=adapter.id)]
-        return None
+        """`"model": "<adapter name>"` selects that adapter alone at scale 1, its newest version: when its file
+        changed on disk since the newest load, the ref is the file's path, so the new version is loaded (and the
+        old one retires once its requests end). Anything else keeps the global set."""
+        named = [a for a in self.adapters.values() if model and a.name == model]
+        if not named:
+            return None
+        newest = max(named, key=lambda a: (a.key[1], a.id))
+        try:
+            current = ad.cache_key(newest.file)
+        except OSError:
+            current = newest.key  # the file is gone: keep serving the loaded copy
+        if current != newest.key:
+            return [Ref(scale=1.0, path=str(newest.file))]
+        return [Ref(scale=1.0, id=newest.id)]
+
+    def memory_bytes(self) -> int:
+        """Tensor bytes of every loaded adapter (what llama.cpp holds for them)."""
+        return sum(a.nbytes for a in self.adapters.values())
 
     def free_all(self) -> list[ad.Adapter]:
         """Forget every adapter (shutdown); the caller frees them."""

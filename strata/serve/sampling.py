@@ -45,9 +45,9 @@ class SamplerChain:
         self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._penalties: int | None = None
         self._n_vocab = n_vocab
-        self._guarded = sampling.grammar is not None  # see sample()
+        self.grammar = None  # kept out of the chain: sample() checks only the token the chain picks (see there)
         self._ids = self._cur = None
-        if self._guarded:  # sample()'s llama_token_data buffer, made once per request, not per token
+        if sampling.grammar is not None:  # sample()'s llama_token_data buffer, made once per request, not per token
             import numpy as np
 
             self._ids = np.arange(n_vocab, dtype=np.int32)
@@ -64,11 +64,11 @@ class SamplerChain:
                 n_vocab, sampling.penalty_last_n, sampling.repeat_penalty, sampling.frequency_penalty,
                 sampling.presence_penalty))
         if sampling.grammar is not None:
-            grammar = llama_cpp.llama_sampler_init_grammar(vocab, sampling.grammar.encode("utf-8"), b"root")
-            if not grammar:
+            self.grammar = llama_cpp.llama_sampler_init_grammar(vocab, sampling.grammar.encode("utf-8"), b"root")
+            if not self.grammar:
                 self.close()
                 raise ValueError("llama.cpp could not parse the grammar")
-            add(grammar)
+            self._one = (llama_cpp.llama_token_data * 1)()
         seed = sampling.seed if sampling.seed is not None else default_seed
         if sampling.temperature == 0:
             add(llama_cpp.llama_sampler_init_greedy())
@@ -94,35 +94,62 @@ class SamplerChain:
             self._lib.llama_sampler_accept(penalties, token)
 
     def sample(self, ctx: Any, index: int) -> int | None:
-        """Sample (and accept) a token from output `index` of the last llama_decode. With a grammar: None when
-        it allows no token at all (a dead end, or only end-of-text while ignore_eos or a logit bias bans it).
-        llama_sampler_sample would accept a token the grammar rejects, and llama.cpp's C++ exception for that
-        aborts the whole process, so grammar chains apply and accept here, checking in between."""
+        """Sample (and accept) a token from output `index` of the last llama_decode. With a grammar, as llama.cpp's
+        common sampler does: the chain picks a token, only that token is checked against the grammar, and only a
+        rejected pick is resampled with the grammar applied to the whole vocabulary first. None when the grammar
+        allows no token at all (a dead end, or only end-of-text while ignore_eos or a logit bias bans it)."""
         lib = self._lib
-        if not self._guarded:
+        if self.grammar is None:
             return lib.llama_sampler_sample(self.chain, ctx, index)
+        array = self._fill(ctx, index)
+        lib.llama_sampler_apply(self.chain, ctypes.byref(array))
+        token = self._selected(array)
+        if token is not None and not self._allows(token):
+            array = self._fill(ctx, index)  # resample: the grammar first, then the chain
+            lib.llama_sampler_apply(self.grammar, ctypes.byref(array))
+            lib.llama_sampler_apply(self.chain, ctypes.byref(array))
+            token = self._selected(array)
+        if token is None:
+            return None
+        lib.llama_sampler_accept(self.grammar, token)
+        lib.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _fill(self, ctx: Any, index: int) -> Any:
+        """The logits of output `index` as a llama_token_data_array over the whole vocabulary (a reused buffer)."""
         import numpy as np
 
+        lib = self._lib
         pointer = ctypes.cast(lib.llama_get_logits_ith(ctx, index), ctypes.POINTER(ctypes.c_float))
-        cur = self._cur  # llama_token_data; apply() may have reordered it last time, so every field is refilled
+        cur = self._cur  # apply() may have reordered it last time, so every field is refilled
         cur["id"] = self._ids
         cur["logit"] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
         cur["p"] = 0.0
-        array = lib.llama_token_data_array(data=cur.ctypes.data_as(lib.llama_token_data_p), size=self._n_vocab,
-                                           selected=-1, sorted=False)
-        lib.llama_sampler_apply(self.chain, ctypes.byref(array))
+        return lib.llama_token_data_array(data=cur.ctypes.data_as(lib.llama_token_data_p), size=self._n_vocab,
+                                          selected=-1, sorted=False)
+
+    @staticmethod
+    def _selected(array: Any) -> int | None:
         if not 0 <= array.selected < array.size:
             return None
         picked = array.data[array.selected]
-        if not math.isfinite(picked.logit):  # the grammar (or a -inf bias) ruled every token out
-            return None
-        lib.llama_sampler_accept(self.chain, picked.id)
-        return int(picked.id)
+        return int(picked.id) if math.isfinite(picked.logit) else None  # -inf: every token was ruled out
+
+    def _allows(self, token: int) -> bool:
+        """Whether the grammar accepts `token` next (checks that one token only)."""
+        one = self._one
+        one[0].id, one[0].logit, one[0].p = token, 1.0, 0.0
+        array = self._lib.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
+        self._lib.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        return math.isfinite(one[0].logit)
 
     def close(self) -> None:
         if self.chain:
             self._lib.llama_sampler_free(self.chain)
             self.chain = None
+        if self.grammar:
+            self._lib.llama_sampler_free(self.grammar)
+            self.grammar = None
 
 
 def check_grammar(vocab: Any, grammar: str) -> None:
@@ -155,3 +182,33 @@ def logprobs_at(ctx: Any, index: int, n_vocab: int, token: int, top: int) -> tup
         ids = ids[np.argsort(-logits[ids], kind="stable")]
         best = [(int(i), float(logits[i]) - norm) for i in ids]
     return float(logits[token]) - norm, best
+
+
+def prompt_logprobs(ctx: Any, first: int, n_vocab: int, tokens: list[int], top: int
+                    ) -> list[tuple[float, list[tuple[int, float]]]]:
+    """logprobs_at for consecutive outputs first, first+1, ... (one per token of `tokens`), as one numpy pass over
+    the rows (llama.cpp stores the outputs of one batch contiguously, in batch order)."""
+    import llama_cpp
+    import numpy as np
+
+    if not tokens:
+        return []
+    rows = len(tokens)
+    start = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, first), ctypes.c_void_p).value
+    end = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, first + rows - 1), ctypes.c_void_p).value
+    if end - start != (rows - 1) * n_vocab * ctypes.sizeof(ctypes.c_float):  # not one block: row by row
+        return [logprobs_at(ctx, first + j, n_vocab, t, top) for j, t in enumerate(tokens)]
+    pointer = ctypes.cast(start, ctypes.POINTER(ctypes.c_float))
+    logits = np.ctypeslib.as_array(pointer, shape=(rows, n_vocab))
+    peak = logits.max(axis=1, keepdims=True)
+    norm = (peak + np.log(np.exp(logits - peak, dtype=np.float64).sum(axis=1, keepdims=True))).astype(np.float64)
+    picked = logits[np.arange(rows), tokens] - norm[:, 0]
+    best: list[list[tuple[int, float]]] = [[] for _ in range(rows)]
+    if top > 0:
+        k = min(top, n_vocab)
+        ids = np.argpartition(-logits, min(k, n_vocab - 1), axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(logits, ids, axis=1), axis=1, kind="stable")
+        ids = np.take_along_axis(ids, order, axis=1)
+        values = np.take_along_axis(logits, ids, axis=1) - norm
+        best = [[(int(i), float(v)) for i, v in zip(r_ids, r_vals)] for r_ids, r_vals in zip(ids, values)]
+    return [(float(lp), b) for lp, b in zip(picked, best)]

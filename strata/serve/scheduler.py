@@ -12,20 +12,21 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from strata.serve.batching import runs, ubatches
 from strata.serve.errors import ApiError
 from strata.serve.jobs import Done, Failed, Job, SideWork, Token, TopList
 from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel, set_adapters
-from strata.serve.registry import LoraSet, set_key, set_label
-from strata.serve.sampling import DEFAULT_SEED, SamplerChain, logprobs_at
+from strata.serve.registry import LoraSet, set_key, set_label, set_names
+from strata.serve.sampling import DEFAULT_SEED, SamplerChain, logprobs_at, prompt_logprobs
 from strata.serve.softprompts import Prefill, prefill_markers, sequence
 from strata.serve.text import TextStream
+from strata.serve.turns import Turns
 
 log = logging.getLogger("strata.serve")
-# Changing the adapter set makes llama.cpp re-reserve its compute graph before the next decode. With several sets
-# busy, a set keeps the context for at least SWITCH_FACTOR x the measured cost of a switch, so switching costs at
-# most ~1/(1+SWITCH_FACTOR) of the time, and sets take turns round-robin.
-SWITCH_FACTOR = 16.0
+SWITCH_BUDGET = 32  # decode steps a set keeps the context while another set waits (see turns.py for the bound)
+MAX_QUEUE = 64  # requests waiting for a slot (and embedding inputs waiting for the decode thread) before a 429
+RETRY_AFTER_S = 1
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Slot:
     seq: int
     cached: list[int] = field(default_factory=list)
     key: tuple = ()
+    label: str = ""  # the adapter set of the cached tokens, for GET /slots
     last_used: float = 0.0
     job: Job | None = None
     todo: list[int] = field(default_factory=list)  # prompt tokens still to evaluate
@@ -65,7 +67,8 @@ class Scheduler:
     chunks of n_batch, and decodes one token for every active slot of one adapter set per llama_decode."""
 
     def __init__(self, model: LoadedModel, metrics: Metrics, release: Callable[[LoraSet], None],
-                 default_seed: int = DEFAULT_SEED) -> None:
+                 default_seed: int = DEFAULT_SEED, switch_budget: int = SWITCH_BUDGET,
+                 max_queue: int = MAX_QUEUE) -> None:
         import llama_cpp
 
         self._lib = llama_cpp
@@ -79,25 +82,34 @@ class Scheduler:
         self._side: deque[SideWork] = deque()
         self._cv = threading.Condition()
         self._stopping = False
+        self._max_queue = max_queue
         self._applied: tuple = ()
         self._applied_handles: list[Any] = []
-        self._current: tuple | None = None
-        self._slice_started = 0.0
-        self._switch_cost = 0.0  # EMA of the extra seconds the first decode after a set change takes
-        self._plain_decode = 0.0  # EMA of a decode without a change
+        self._turns = Turns(budget=switch_budget)
+        # llama.cpp re-reserves its graph on the first decode after the adapter set or the model's adapter list
+        # changed, reading that list: such a decode holds adapters_lock (True: the first decode of all)
+        self._reserve = True
+        self._streams = 1 if model.kv_unified else model.parallel  # KV streams: how llama.cpp splits a batch
+        self._reused = llama_cpp.llama_perf_context(model.ctx).n_reused
         self._outbox: list[tuple[Job, Any]] = []  # events of this step, handed over by _flush
         self._batch = llama_cpp.llama_batch_init(model.n_batch, 0, 1)
         self._prefill: Prefill | None = None  # the soft prompts' embedding batch, made on first use
-        self._eog = [t for t in range(model.n_vocab) if model.is_eog(t)]
+        self.eog = [t for t in range(model.n_vocab) if model.is_eog(t)]
         self._thread = threading.Thread(target=self._run, name="strata-decode", daemon=True)
         self._thread.start()
 
     # -- the HTTP side ---------------------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        """Queue a job; it waits only for a free slot."""
+        """Queue a job; it waits only for a free slot. 429 (with Retry-After) when the queue is full."""
         with self._cv:
             if self._stopping:
                 raise ApiError(503, "the server is shutting down; retry on another replica or after the restart.")
+            if len(self._waiting) >= self._max_queue:
+                self._metrics.rejected.labels("queue_full").inc()
+                raise ApiError(429, f"{len(self._waiting)} requests are already waiting for one of the "
+                                    f"{len(self.slots)} slots; retry after {RETRY_AFTER_S} s, or start the server "
+                                    "with a larger --max-queue or --parallel.",
+                               headers={"Retry-After": str(RETRY_AFTER_S)})
             self._waiting.append(job)
             self._metrics.queue_depth.set(len(self._waiting))
             self._cv.notify()
@@ -113,10 +125,16 @@ class Scheduler:
         with self._cv:
             if self._stopping:
                 raise ApiError(503, "the server is shutting down; retry after the restart.")
+            if len(self._side) >= self._max_queue:
+                self._metrics.rejected.labels("queue_full").inc()
+                raise ApiError(429, f"{len(self._side)} embedding inputs are already waiting for the decode thread; "
+                                    f"retry after {RETRY_AFTER_S} s, or start the server with a larger --max-queue.",
+                               headers={"Retry-After": str(RETRY_AFTER_S)})
             self._side.append(work)
             self._cv.notify()
 
     def free_adapters(self, handles: list[Any]) -> None:
+        """Free adapters' llama.cpp memory on the decode thread, between two decodes."""
         def free() -> None:
             if any(h in handles for h in self._applied_handles):
                 self._lib.llama_set_adapters_lora(self._model.ctx, None, 0, None)
@@ -124,6 +142,7 @@ class Scheduler:
             with self._model.adapters_lock:
                 for handle in handles:
                     self._lib.llama_adapter_lora_free(handle)
+            self._reserve = True  # the model's adapter list changed: the next decode re-reserves under the lock
 
         self.call_soon(free)
 
@@ -132,6 +151,19 @@ class Scheduler:
 
     def busy(self) -> int:
         return sum(1 for s in self.slots if s.job is not None)
+
+    def describe_slots(self) -> list[dict[str, Any]]:
+        """GET /slots: each slot's state, adapter set (of the running job, else of its cached tokens) and cached
+        tokens. A slot's cached prefix is reused only by a request under the same set (the set is part of the key).
+        Read from the event loop without a lock: a snapshot that may be one step old."""
+        out = []
+        for slot in self.slots:
+            job = slot.job
+            state = "idle" if job is None else "prompt" if slot.todo else "generating"
+            out.append({"id": slot.seq, "state": state, "adapters": set_label(job.lora) if job else slot.label,
+                        "cache_key": [list(k) for k in slot.key], "cached_tokens": len(slot.cached),
+                        "generated": slot.generated if job else 0})
+        return out
 
     def stop(self) -> None:
         """Ask the loop to end (non-blocking, safe from a signal handler): in-flight and queued jobs get a 503
@@ -196,7 +228,7 @@ class Scheduler:
         while self._waiting and len(jobs) < free:
             job = self._waiting.popleft()
             if job.cancelled:
-                self._release(job.lora)
+                self._drop(job)
                 continue
             jobs.append(job)
         self._metrics.queue_depth.set(len(self._waiting))
@@ -220,20 +252,24 @@ class Scheduler:
                 self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
                 keep = 0
             slot.cached = slot.cached[:keep]
-        try:
-            sampler = SamplerChain(job.sampling, self._model.vocab, self._model.n_vocab, self._seed,
-                                   eog=self._eog if job.ignore_eos else ())
-        except ValueError as exc:
-            self._emit(job, Failed(ApiError(400, f"{exc}; check the grammar or json schema.")))
-            self._release(job.lora)
-            return
+        sampler, job.sampler = job.sampler, None  # a grammar's chain is compiled on the HTTP side, off this thread
+        if sampler is None:
+            try:
+                sampler = SamplerChain(job.sampling, self._model.vocab, self._model.n_vocab, self._seed,
+                                       eog=self.eog if job.ignore_eos else ())
+            except ValueError as exc:
+                self._emit(job, Failed(ApiError(400, f"{exc}; check the grammar or json schema.")))
+                self._release(job.lora)
+                return
         sampler.accept_prompt(job.prompt[-job.sampling.penalty_last_n:] if job.sampling.penalty_last_n > 0 else [])
         slot.job, slot.key, slot.todo, slot.sampler = job, key, seq[keep:], sampler
+        slot.label = set_label(job.lora)
         slot.text, slot.generated, slot.next_token, slot.reused = TextStream(job.stops), 0, None, keep
         first = job.prompt[0] if job.prompt_logprobs and job.prompt[0] != self._model.bos else None
         slot.prompt_lp = [(self._text(first), None, None)] if first is not None else []
         self._metrics.slot_wait_seconds.observe(time.perf_counter() - job.submitted)
         self._metrics.tokens.labels("prompt").inc(len(job.prompt))
+        self._metrics.set_requests.labels(self._metrics.bounded(set_names(job.lora))).inc()
         self._metrics.cached_prompt_tokens.inc(keep)
         self._metrics.busy_slots.set(self.busy())
 
@@ -245,21 +281,40 @@ class Scheduler:
                 self._finish(slot, None)
 
     def _pick(self) -> list[Slot]:
-        """The busy slots of the adapter set whose turn it is."""
+        """The busy slots of the adapter set whose turn it is (see turns.py), in sequence-id order."""
         groups: dict[tuple, list[Slot]] = {}
-        for slot in sorted((s for s in self.slots if s.job is not None), key=lambda s: s.job.submitted):
-            groups.setdefault(slot.key, []).append(slot)
-        if not groups:
-            return []
-        keys = list(groups)
-        now = time.perf_counter()
-        current = self._current
-        if current in groups and (len(keys) == 1 or now - self._slice_started < SWITCH_FACTOR * self._switch_cost):
-            return groups[current]
-        nxt = keys[(keys.index(current) + 1) % len(keys)] if current in groups else keys[0]
-        if nxt != current:
-            self._current, self._slice_started = nxt, now
-        return groups[nxt]
+        for slot in self.slots:
+            if slot.job is not None:
+                groups.setdefault(slot.key, []).append(slot)
+        key = self._turns.pick(sorted(groups, key=lambda k: min(s.job.submitted for s in groups[k])))
+        self._metrics.set_switches.set(self._turns.switches)
+        return self._compact(groups[key]) if key is not None else []
+
+    def _compact(self, group: list[Slot]) -> list[Slot]:
+        """Close gaps in a set's sequence ids (busy {0,2,3} makes llama.cpp split the batch in two: two passes over
+        the weights) by moving the highest sequence into a free slot inside the gap (llama.cpp copies that KV
+        stream). A gap held by another set's busy slot stays (that set decodes in its own steps anyway)."""
+        while runs([s.seq for s in group]) > 1:
+            hole = next((s for s in self.slots[group[0].seq + 1:group[-1].seq] if s.job is None), None)
+            if hole is None:
+                break
+            self._move(group[-1], hole)
+            group = sorted(group[:-1] + [hole], key=lambda s: s.seq)
+        return group
+
+    def _move(self, src: Slot, dst: Slot) -> None:
+        """Move a running job and its KV from sequence src.seq to the free sequence dst.seq (a soft prompt's
+        virtual tokens too: their KV is copied like any other, and their markers move in `cached`)."""
+        memory, lib = self._model.memory, self._lib
+        lib.llama_memory_seq_rm(memory, dst.seq, -1, -1)
+        lib.llama_memory_seq_cp(memory, src.seq, dst.seq, -1, -1)
+        lib.llama_memory_seq_rm(memory, src.seq, -1, -1)
+        for name in ("cached", "key", "label", "last_used", "job", "todo", "sampler", "text", "generated",
+                     "next_token", "reused", "prompt_lp"):
+            setattr(dst, name, getattr(src, name))
+        src.cached, src.key, src.label, src.job, src.sampler, src.text, src.todo = [], (), "", None, None, None, []
+        src.next_token, src.generated, src.prompt_lp = None, 0, []
+        self._metrics.slot_moves.inc()
 
     def _apply(self, lora: LoraSet) -> bool:
         """Put `lora` on the context; True when that changed the set (the next decode re-reserves)."""
@@ -270,53 +325,50 @@ class Scheduler:
             raise ApiError(422, "llama.cpp refused this adapter set")
         self._applied, self._applied_handles = key, [a.handle for a, _ in lora]
         self._metrics.adapter_swaps.inc()
+        self._reserve = True
         return True
 
     def _step(self, group: list[Slot]) -> None:
-        """One llama_decode for `group` (one adapter set): a token for each generating slot, then prompt chunks."""
+        """One llama_decode for `group` (one adapter set, sorted by sequence id): a token for each generating slot,
+        then prompt chunks in the room left; tokens go into the batch in sequence order (one ubatch when the ids
+        are consecutive)."""
         batch, lib = self._batch, self._lib
         lora = group[0].job.lora
         try:
-            switched = self._apply(lora)
+            self._apply(lora)
         except ApiError as exc:
             for slot in group:
                 self._fail(slot, exc)
             return
+        # a soft prompt's virtual tokens lead its to-do list: decode them as an embedding batch first
+        group = [s for s in group if not (s.next_token is None and s.todo and s.todo[0] < 0)
+                 or self._soft_prefill(s)]
+        counts = self._plan(group)
         plan: list[tuple[Slot, int, int]] = []  # slot, first batch index, tokens added
         n = 0
-
-        def add(slot: Slot, token: int, pos: int, logits: bool) -> None:
-            nonlocal n
-            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, pos, 1
-            batch.seq_id[n][0], batch.logits[n] = slot.seq, logits
-            n += 1
-
         for slot in group:
-            if slot.next_token is not None:
-                plan.append((slot, n, 1))
-                add(slot, slot.next_token, len(slot.cached), True)
-        for slot in group:
-            if slot.next_token is None and slot.todo and slot.todo[0] < 0 and not self._soft_prefill(slot):
+            count = counts.get(slot.seq, 0)
+            if not count:
                 continue
-            room = self._model.n_batch - n
-            if slot.next_token is None and slot.todo and room > 0:
-                chunk = slot.todo[:room]
-                last = len(chunk) == len(slot.todo)
-                plan.append((slot, n, len(chunk)))
-                for j, token in enumerate(chunk):
-                    add(slot, token, len(slot.cached) + j, slot.job.prompt_logprobs or (last and j == len(chunk) - 1))
+            plan.append((slot, n, count))
+            if slot.next_token is not None:
+                tokens, logits = [slot.next_token], [True]
+            else:
+                tokens, last = slot.todo[:count], count == len(slot.todo)
+                logits = [slot.job.prompt_logprobs or (last and j == count - 1) for j in range(count)]
+            for j, (token, want) in enumerate(zip(tokens, logits)):
+                batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, len(slot.cached) + j, 1
+                batch.seq_id[n][0], batch.logits[n] = slot.seq, want
+                n += 1
         if not plan:
             return
         batch.n_tokens = n
         started = time.perf_counter()
-        # after a switch this decode re-reserves the graph, which reads the model's adapter list
-        with self._model.adapters_lock if switched else nullcontext():
+        # a decode that re-reserves the graph reads the model's adapter list, which loads and frees change
+        with self._model.adapters_lock if self._reserve else nullcontext():
             rc = lib.llama_decode(self._model.ctx, batch)
-        took = time.perf_counter() - started
-        if all(count == 1 and slot.next_token is not None for slot, _, count in plan):
-            self._learn(took, switched)  # pure decode steps only: prompt chunks would swamp the estimate
-        self._metrics.decode_tokens.observe(n)
-        self._metrics.decode_calls.labels(set_label(lora)).inc()
+        self._reserve = False
+        self._book(lora, plan, n, time.perf_counter() - started)
         if rc != 0:
             error = ApiError(500 if rc < 0 else 503, f"llama_decode failed (code {rc}); the request was dropped, the "
                                                      "server carries on. Retry, or lower --parallel/--n_ctx.")
@@ -335,19 +387,44 @@ class Scheduler:
                 self._drop_cache(slot)
                 self._fail(slot, ApiError(500, f"internal error: {exc}"))
 
+    def _plan(self, group: list[Slot]) -> dict[int, int]:
+        """Tokens each slot adds this step (by sequence id): 1 for a generating slot, then prompt chunks of the
+        others, in sequence order, in the room n_batch leaves."""
+        counts = {s.seq: 1 for s in group if s.next_token is not None}
+        room = self._model.n_batch - len(counts)
+        for slot in group:
+            if slot.next_token is None and slot.todo and room > 0:
+                counts[slot.seq] = min(room, len(slot.todo))
+                room -= counts[slot.seq]
+        return counts
+
+    def _book(self, lora: LoraSet, plan: list[tuple[Slot, int, int]], n: int, took: float) -> None:
+        """Metrics of one decode: tokens, ubatches (passes over the weights), graphs reused, time per set."""
+        metrics = self._metrics
+        seqs = [slot.seq for slot, _, count in plan for _ in range(count)]
+        metrics.decode_tokens.observe(n)
+        metrics.decode_ubatches.observe(ubatches(seqs, self._model.n_batch, self._streams))
+        reused = self._lib.llama_perf_context(self._model.ctx).n_reused
+        metrics.graphs_reused.inc(max(0, reused - self._reused))
+        self._reused = reused
+        label = metrics.bounded(set_names(lora))
+        metrics.decode_calls.labels(label).inc()
+        metrics.set_seconds.labels(label).inc(took)
+
     def _soft_prefill(self, slot: Slot) -> bool:
         """Decode the soft prompt's virtual tokens still to evaluate (the markers leading slot.todo) as an embedding
         batch into the slot's sequence, under the adapter set already applied; False when the slot failed."""
         rows, count = prefill_markers(slot.job.soft, slot.todo)
         if self._prefill is None:
             self._prefill = Prefill(self._model.n_batch, rows.shape[1])
-        rc = self._prefill.decode(self._model.ctx, rows, slot.seq, len(slot.cached))
+        with self._model.adapters_lock if self._reserve else nullcontext():  # see _step
+            rc = self._prefill.decode(self._model.ctx, rows, slot.seq, len(slot.cached))
         if rc != 0:
             self._drop_cache(slot)
             self._fail(slot, ApiError(500 if rc < 0 else 503, f"llama_decode of the soft prompt failed (code {rc}); "
                                                               "the request was dropped, the server carries on."))
             return False
-        slot.cached.extend(slot.todo[:count])
+        slot.cached.extend(slot.todo[:count])  # the markers: a later request with the same soft prompt reuses them
         slot.todo = slot.todo[count:]
         return True
 
@@ -355,13 +432,6 @@ class Scheduler:
         """Forget a sequence's KV (after a failure nothing it holds may be reused)."""
         self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
         slot.cached, slot.key = [], ()
-
-    def _learn(self, took: float, switched: bool) -> None:
-        if switched:
-            extra = max(0.0, took - self._plain_decode)
-            self._switch_cost = extra if self._switch_cost == 0 else 0.8 * self._switch_cost + 0.2 * extra
-        else:
-            self._plain_decode = took if self._plain_decode == 0 else 0.8 * self._plain_decode + 0.2 * took
 
     def _after(self, slot: Slot, first: int, count: int) -> None:
         """Book the tokens a decode evaluated for `slot`, then sample its next token when its prompt is done."""
@@ -373,13 +443,11 @@ class Scheduler:
             chunk, slot.todo = slot.todo[:count], slot.todo[count:]
             if job.prompt_logprobs:  # output i predicts the prompt token after it
                 base = len(slot.cached) - (job.soft.n_virtual if job.soft is not None else 0)
-                for j in range(count):
-                    following = base + j + 1
-                    if following < len(job.prompt):
-                        lp, top = logprobs_at(self._model.ctx, first + j, self._model.n_vocab, job.prompt[following],
-                                              job.logprobs or 0)
-                        self._check_finite(lp, job)
-                        slot.prompt_lp.append((self._text(job.prompt[following]), lp, self._named(top)))
+                following = job.prompt[base + 1:base + 1 + count]
+                for token, (lp, top) in zip(following, prompt_logprobs(self._model.ctx, first, self._model.n_vocab,
+                                                                        following, job.logprobs or 0)):
+                    self._check_finite(lp, job)
+                    slot.prompt_lp.append((self._text(token), lp, self._named(top)))
             slot.cached.extend(chunk)
             if slot.todo:
                 return
@@ -390,6 +458,7 @@ class Scheduler:
             return
         slot.generated += 1
         self._metrics.tokens.labels("completion").inc()
+        self._metrics.set_tokens.labels(self._metrics.bounded(set_names(job.lora))).inc()
         lp = top = None
         piece = self._model.piece(token)
         if job.logprobs is not None:
@@ -443,6 +512,13 @@ class Scheduler:
         self._release(job.lora)
         self._metrics.busy_slots.set(self.busy())
 
+    def _drop(self, job: Job) -> None:
+        """Forget a job that never got a slot: its prebuilt sampler freed, its adapters released."""
+        if job.sampler is not None:
+            job.sampler.close()
+            job.sampler = None
+        self._release(job.lora)
+
     def _emit(self, job: Job, event: Any) -> None:
         self._outbox.append((job, event))
 
@@ -475,7 +551,7 @@ class Scheduler:
             side, self._side = list(self._side), deque()
         for job in waiting:
             self._emit(job, Failed(error))
-            self._release(job.lora)
+            self._drop(job)
         for work in side:
             work.fail(error)
         for fn in calls:

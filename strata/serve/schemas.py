@@ -184,7 +184,24 @@ def _logit_bias(value: Any) -> dict[int, float]:
     return out
 
 
+# sampling knobs with a range (low, high; None: unbounded), as llama.cpp reads them: a value outside is a 400
+RANGES = {"temperature": (0.0, None, "0 is greedy; higher is more random"),
+          "top_p": (0.0, 1.0, "1 turns it off"),
+          "min_p": (0.0, 1.0, "0 turns it off")}
+
+
+def _check_ranges(body: dict[str, Any]) -> None:
+    for name, (low, high, hint) in RANGES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not (value >= low and (high is None or value <= high)):  # NaN fails both
+            span = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise ApiError(400, f"\"{name}\" must be {span} ({hint}), got {value!r:.40}")
+
+
 def _sampling(body: dict[str, Any], kind: str, grammar: str | None) -> Sampling:
+    _check_ranges(body)
     if body.get("repeat_penalty", 1.0) <= 0:
         raise ApiError(400, "\"repeat_penalty\" must be greater than 0 (1.0 turns it off)")
     if body.get("top_k", 1) < 0:

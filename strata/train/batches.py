@@ -1,4 +1,4 @@
-"""Dataset records -> packed training blocks: `text` as EOS-joined token streams, `chat` via the chat template."""
+"""Dataset records -> training blocks, one per example: `text` as BOS ... EOS, `chat` via the chat template."""
 
 from __future__ import annotations
 
@@ -52,15 +52,16 @@ def build_blocks(records: list[dict[str, Any]], tokenizer: Any, fmt: str, max_se
 
 
 def _pack_text(records: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> list[Block]:
-    """Concatenate every text (BOS ... EOS) into one stream and cut it into full blocks; the tail becomes a short block."""
-    stream: list[int] = []
+    """One block per text (BOS ... EOS), a text longer than `max_seq_len` cut into several: the collator packs
+    blocks with position-id resets, so texts never attend to each other."""
+    blocks = []
     for record in records:
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
             raise StrataError(f"record {record.get('id', '?')} has no `text`; rebuild with `strata build dataset`.")
-        stream += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-    blocks = [stream[i:i + max_seq_len] for i in range(0, len(stream), max_seq_len)]
-    return [Block(ids, list(ids)) for ids in blocks if len(ids) > 1]
+        ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+        blocks += [Block(ids[i:i + max_seq_len], ids[i:i + max_seq_len]) for i in range(0, len(ids), max_seq_len)]
+    return [b for b in blocks if len(b.input_ids) > 1]
 
 
 def chat_example(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: int) -> Block:
@@ -81,19 +82,10 @@ def chat_example(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: in
 
 
 def _pack_chat(records: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> list[Block]:
-    """Greedily pack whole examples into blocks; an example never straddles two blocks, so its masks stay intact."""
-    blocks: list[Block] = []
-    ids: list[int] = []
-    labels: list[int] = []
+    """One block per conversation (loss on its final answer); the collator packs them apart (position-id resets)."""
+    blocks = []
     for record in records:
         if not isinstance(record.get("messages"), list):
             raise StrataError(f"record {record.get('id', '?')} has no `messages`; use `format: text` or rebuild the dataset.")
-        example = chat_example(record["messages"], tokenizer, max_seq_len)
-        if ids and len(ids) + len(example.input_ids) > max_seq_len:
-            blocks.append(Block(ids, labels))
-            ids, labels = [], []
-        ids, labels = ids + example.input_ids, labels + example.labels
-    if ids:
-        blocks.append(Block(ids, labels))
+        blocks.append(chat_example(record["messages"], tokenizer, max_seq_len))
     return [b for b in blocks if any(label != IGNORE for label in b.labels[1:])]
-

@@ -234,16 +234,27 @@ def fidelity_prompts(rows: list[dict[str, Any]], tokenizer: Any, cfg: SoftPrompt
 def _train(job: Job, peft_model: Any, blocks: list[Block], val_blocks: list[Block], tokenizer: Any,
            settings: Settings, base_dir: Path, cfg: SoftPromptPreset, device: str, dtype: Any,
            sources: dict[str, Any], resume_from: str | None, progress: bool) -> dict[str, Any]:
-    """The levels' Trainer run (strata.train.trainer._fit): checkpoints, resume, TensorBoard, the step meter."""
-    from strata.train.trainer import Run, _fit
+    """The levels' Trainer run (strata.train.trainer.fit): checkpoints, resume, TensorBoard, the step meter. Rows are
+    padded, not flattened: PEFT prepends the virtual tokens to each row of the batch."""
+    from strata.train.trainer import Run, _rows, fit
     from strata.train.trainargs import planned_steps
 
     train_cfg = cfg.train_preset()
     steps = planned_steps(len(blocks), train_cfg, 1)
     run = Run(settings=settings, level=0, base_dir=base_dir, below=[], cfg=train_cfg, peft="prompt_tuning",
-              quantization="none", device=device, dtype=dtype, preset=None, world_size=1,
-              dataset_sha256=",".join(sources["train_sha256"]))
-    return _fit(job, peft_model, blocks, val_blocks, tokenizer, run, resume_from, progress, steps)
+              quantization="none", device=device, dtype=dtype, preset=None, world_size=1)
+    identity = {"total_steps": steps, "dataset_sha256": ",".join(sources["train_sha256"]), "blocks": len(blocks),
+                "global_batch": train_cfg.batch_size * train_cfg.grad_accum}
+
+    def prompt_trainer(args: Any, callbacks: list) -> Any:
+        from transformers import DataCollatorForSeq2Seq, Trainer
+
+        return Trainer(model=peft_model, args=args, train_dataset=_rows(blocks),
+                       eval_dataset=_rows(val_blocks) or None,
+                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"), callbacks=callbacks)
+
+    return fit(job, prompt_trainer, identity, run, resume_from=resume_from, progress=progress,
+               has_eval=bool(val_blocks))
 
 
 def base_gguf(settings: Settings, base_dir: Path) -> Path:

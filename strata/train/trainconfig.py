@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
+PHRASINGS = ("{question}", "{question} Answer from the guidance on {section}.", "Question on {section}: {question}",
+             "{question} Please answer in a sentence or two.", "According to the standard, {question}")
+
+
 @dataclass(frozen=True)
 class TrainPreset:
     """Defaults sized for a 7B base on one GPU (bf16, packed 1024-token blocks, 16 sequences per step)."""
@@ -18,6 +22,10 @@ class TrainPreset:
     lr: float = 2e-4
     epochs: float = 1.0
     max_steps: int | None = None  # caps optimiser steps (None: as many as `epochs` gives)
+    # a step budget from the data's tokens (topic layers): epochs x tokens / step_tokens optimiser steps, at least
+    # min_steps; None: epochs x batches as usual
+    step_tokens: int | None = None
+    min_steps: int = 0
     max_seq_len: int = 1024
     batch_size: int = 4
     grad_accum: int = 4
@@ -30,8 +38,17 @@ class TrainPreset:
     eval_batches: int = 20
     gradient_checkpointing: bool = True  # CUDA only; CPU runs are small
     seed: int = 42
+    # chat training on synthesized pairs: instruction phrasings ({question}, {section}), one per pair by its id,
+    # and the share of general instruction pairs (presets/general/mix.yaml) mixed in against forgetting
+    phrasings: list[str] = field(default_factory=lambda: list(PHRASINGS))
+    general_share: float = 0.0
     # any other transformers.TrainingArguments field, passed through as is (e.g. {save_total_limit: 2, optim: adamw_8bit})
     trainer: dict[str, Any] = field(default_factory=dict)
+    # user data this level trains on instead of data/processed/train.jsonl: globs (relative to the workspace) or
+    # mappings of strata.userdata.Source fields ({files, name, split, config, prompt_template, topic, max_samples})
+    datasets: list[str | dict[str, Any]] = field(default_factory=list)
+    # preference layers (--preferences): trl.DPOConfig's own fields, e.g. {beta: 0.1, loss_type: sigmoid}
+    dpo: dict[str, Any] = field(default_factory=dict)
 
 
 def load_train_preset(level: int, preset: str | None = None, **overrides: Any) -> TrainPreset:

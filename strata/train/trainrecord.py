@@ -55,12 +55,13 @@ def write_adapter_dir(job: Any, peft_model: Any, ctx: Run, run: dict[str, Any]) 
 
 def _summary(job: Any, ctx: Run, run: dict[str, Any], base_fp: str, stage: Path,
              gguf_note: str | None) -> dict[str, Any]:
-    settings, level, below = ctx.settings, ctx.level, ctx.below
+    level, below = ctx.level, ctx.below
     losses = [r["loss"] for r in run["log"] if "loss" in r]
     tail = losses[-max(1, len(losses) // 10):]
     stack = [str(d / GGUF) for d in below]
     return {
         "name": job.name,
+        "method": run.get("method", "sft"),  # sft (the Trainer on blocks) or dpo (TRL's DPOTrainer on preference pairs)
         "level": level,
         "topic": job.topic,
         "peft": ctx.peft,
@@ -69,9 +70,7 @@ def _summary(job: Any, ctx: Run, run: dict[str, Any], base_fp: str, stage: Path,
         "hyperparameters": asdict(ctx.cfg),
         "target_modules": ctx.targets,  # the modules actually wrapped (roles resolved) and their parameter count
         "dataset": {
-            "train": str(settings.train_jsonl), "train_sha256": run["dataset_sha256"],
-            "val": str(settings.val_jsonl),
-            "val_sha256": sha256_file(settings.val_jsonl) if settings.val_jsonl.is_file() else None,
+            **ctx.data,  # the files (or user sources) trained and judged on, with their hashes
             "records": len(job.records), "val_records": len(job.val_records),
             "topics": sorted({r.get("topic") or DEFAULT_TOPIC for r in job.records}),
             "blocks": run["blocks"], "val_blocks": run["val_blocks"], "tokens": run["tokens"],
@@ -92,6 +91,8 @@ def _summary(job: Any, ctx: Run, run: dict[str, Any], base_fp: str, stage: Path,
             "duration_s": run["train_seconds"],
             "peak_memory_mb": round(run["peak_memory_mb"], 1),
             "peak_memory_measure": run["peak_memory_measure"],
+            **{f"{key}_last": rows[-1][key] for key in ("reward_margin", "reward_accuracy")
+               if (rows := [r for r in run["log"] if key in r])},  # DPO: chosen-vs-rejected reward at the end
         },
         "training_arguments": run["training_arguments"],
         "gguf": {

@@ -82,3 +82,31 @@ def test_quick_and_peer_arguments():
         run.parse_args(["--peers", "vllm"])
     with pytest.raises(SystemExit):
         run.parse_args(["--n-ctx", "512", "--long-tokens", "1024"])
+
+
+def test_ratio_interval_brackets_the_ratio_of_medians_and_widens_with_noise():
+    import stats
+
+    steady = stats.ratio_interval([10.0, 10.0, 10.0], [20.0, 20.0, 20.0])
+    assert steady == (0.5, 0.5, 0.5)
+    mid, low, high = stats.ratio_interval([9.0, 10.0, 11.0, 14.0, 6.0], [20.0, 19.0, 21.0, 25.0, 15.0])
+    assert mid == pytest.approx(0.5) and low < mid < high
+    assert stats.ratio_interval([], [1.0]) is None and stats.ratio_interval([1.0], [0.0]) is None
+    assert stats.fmt_interval((1.0, 0.9, 1.1)) == "1.00 [0.90, 1.10]"
+
+
+def test_table_shows_intervals_and_the_parallel_1_rows():
+    from peers import STRATA_NP1
+
+    raw = _raw({STRATA: {"single": [_sample(30, 0.1), _sample(34, 0.1)], "configs": {"strata": "--parallel 4"}},
+                STRATA_NP1: {"single": [_sample(40, 0.1), _sample(44, 0.1)],
+                             "single_adapter": [_sample(30, 0.1)], "configs": {"strata-np1": "--parallel 1"}},
+                LLAMA_SERVER: {"single": [_sample(40, 0.1), _sample(40, 0.1)], "single_adapter": [_sample(30, 0.1)],
+                               "configs": {"ls-bare": "-np 1", "ls-adapter": "-np 1 --lora"}}})
+    summary, table = report.summarise(raw), None
+    assert summary["ratios"]["np1_decode_vs_llama_server"] == pytest.approx(1.05)
+    low, high = summary["intervals"]["np1_decode_vs_llama_server"][1:]
+    assert low <= 1.05 <= high
+    table = report.markdown(raw, summary)
+    assert "strata --parallel 1 vs llama-server -np 1 | 42.00 | 40.00" in table
+    assert "1.05 [" in table and "0.80 [" in table

@@ -26,7 +26,7 @@ def kit_workspace(on_tiny_base, sample_pdfs, tmp_path, monkeypatch):
     for topic in TOPICS:
         shutil.copytree(sample_pdfs / topic, on_tiny_base.raw_pdfs / topic)
     presets = tmp_path / "presets"  # a private copy, so the test can break the convert preset
-    shutil.copytree(Path(__file__).resolve().parents[3] / "presets", presets)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "presets", presets)
     monkeypatch.setenv("STRATA_PRESETS", str(presets))
     return on_tiny_base, presets
 
@@ -55,7 +55,7 @@ def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspac
     settings, presets = kit_workspace
     lines: list[str] = []
     first = run_all(settings, levels=(1, 2), per_topic=True, train_overrides=QUICK, progress=False, echo=lines.append)
-    names = ["pretest", "dataset", "level1", "level2", "topics", "merge", "convert", "archive"]
+    names = ["pretest", "dataset", "synthesize", "level1", "level2", "topics", "merge", "convert", "gate", "archive"]
     assert list(_statuses(first)) == names and set(_statuses(first).values()) == {"ok"}
     topics = next(s for s in first["stages"] if s["name"] == "topics")["result"]
     assert sorted(Path(t).name for t in topics) == sorted(TOPICS)  # --max-train-samples caps each topic
@@ -67,6 +67,8 @@ def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspac
     assert convert["inputs"]["opt:quant"]["hash"] and convert["duration_s"] > 0
     assert not list(settings.raw_pdfs.rglob("*.pdf")) and list(settings.pdf_archive.rglob("*.pdf"))
     assert any("F16 vs HF" in line for line in lines)  # stage output printed as it goes
+    gate = next(s for s in first["stages"] if s["name"] == "gate")["result"]
+    assert set(gate["matrix"]) == {"base", *TOPICS} and set(gate["verdicts"]) == set(TOPICS)
     _topic_layer_serves_what_was_trained(settings, Path(topics[0]))
 
     again = CliRunner().invoke(cli, ["build", "train_all", "--levels", "1,2", "--max-steps", "1", "--lr", "5e-2",

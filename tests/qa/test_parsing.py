@@ -61,6 +61,15 @@ def test_from_val_takes_question_and_section_text(workspace):
         ("Goodwill", "Goodwill is not amortized.", "ASC_Intangibles")]
 
 
+def test_from_val_asks_held_out_pairs_when_synthesis_ran(workspace):
+    pair = {"question": "When does the lease term begin?", "answer": "The lease term begins at commencement.",
+            "type": "threshold", "chunk_id": "ASC_Leases-1", "topic": "ASC_Leases", "section": "Lease Term",
+            "source": "ASC_Leases/ASC_Leases.pdf", "pages": [1]}
+    workspace.pairs_val_jsonl.write_text(json.dumps(pair) + "\n")
+    (item,) = from_val(workspace.pairs_val_jsonl, 1).items
+    assert (item.prompt, item.reference, item.topic) == (pair["question"], pair["answer"], "ASC_Leases")
+
+
 def test_from_val_errors_are_clear(workspace):
     with pytest.raises(StrataError, match="strata build dataset"):
         from_val(workspace.val_jsonl, 3)

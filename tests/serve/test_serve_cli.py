@@ -76,3 +76,17 @@ def test_serve_imports_no_training_stack():
             "or m.startswith(('strata.data', 'strata.train', 'strata.export', 'strata.pipeline'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_engine_flags_parse_and_bad_values_name_the_flag(tmp_path):
+    config = parse_argv(["--model", str(tmp_path / "m.gguf"), "--switch-budget", "8", "--max-queue", "3",
+                         "--max_loaded_adapters", "2", "-kvu"])
+    assert (config.switch_budget, config.max_queue, config.max_loaded_adapters, config.kv_unified) == (8, 3, 2, True)
+    defaults = parse_argv(["--model", str(tmp_path / "m.gguf")])
+    assert (defaults.switch_budget, defaults.max_queue, defaults.max_loaded_adapters, defaults.kv_unified) == (
+        32, 64, 16, False)
+    for flags, words in ((["--switch-budget", "0"], "--switch-budget"), (["--max-queue", "0"], "--max-queue"),
+                         (["--max-loaded-adapters", "-1"], "--max-loaded-adapters"),
+                         (["--max-loaded-adapters", "1", "--lora", "a", "--lora", "b"], "do not fit")):
+        with pytest.raises(StrataError, match=words):
+            parse_argv(["--model", str(tmp_path / "m.gguf"), *flags])

@@ -62,7 +62,7 @@ def test_training_lowers_eval_loss_and_writes_every_record(trained, trained_step
 def test_level2_trained_on_level1_merged_weights(trained, tiny_base, tmp_path):
     """Level 2's pre-training eval loss is exactly the loss of base + level 1 merged, not of the bare base."""
     import torch
-    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, DataCollatorWithFlattening, Trainer, TrainingArguments
 
     from strata.train.batches import build_blocks, load_records
     from strata.train.trainconfig import TrainPreset
@@ -82,7 +82,7 @@ def test_level2_trained_on_level1_merged_weights(trained, tiny_base, tmp_path):
     for name, below in (("base", []), ("base+level1", [trained.peft / "level1"])):
         model = layers.load_base_with_levels(tiny_base, below, torch.float32)
         trainer = Trainer(model=model, args=args, eval_dataset=rows,
-                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"))
+                          data_collator=DataCollatorWithFlattening())
         losses[name] = trainer.evaluate()["eval_loss"]
     assert losses["base+level1"] == pytest.approx(record["metrics"]["eval_loss_before"], rel=1e-5)
     assert abs(losses["base"] - losses["base+level1"]) > 1e-3

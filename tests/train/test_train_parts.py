@@ -35,7 +35,7 @@ def test_unknown_preset_key_is_rejected(tmp_path):
         load_train_preset(1, str(bad))
 
 
-def test_text_packing_keeps_every_token_in_full_blocks(tiny_base):
+def test_text_blocks_are_one_per_text_and_keep_every_token(tiny_base):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
@@ -43,7 +43,30 @@ def test_text_packing_keeps_every_token_in_full_blocks(tiny_base):
     blocks = batches.build_blocks(records, tokenizer, "text", 32)
     stream = [t for r in records for t in tokenizer(r["text"])["input_ids"] + [tokenizer.eos_token_id]]
     assert [t for b in blocks for t in b.input_ids] == stream
-    assert all(len(b.input_ids) == 32 for b in blocks[:-1]) and all(b.labels == b.input_ids for b in blocks)
+    assert all(len(b.input_ids) <= 32 for b in blocks) and all(b.labels == b.input_ids for b in blocks)
+    starts = [b.input_ids[0] for b in blocks].count(tokenizer.bos_token_id)
+    assert starts == len(records)  # every text starts its own block: no block holds the end of one and the next
+
+
+def test_flattened_batches_keep_examples_apart(tiny_base):
+    """DataCollatorWithFlattening packs a batch into one row; the position-id resets must give each example exactly
+    the logits it gets alone (so packed examples never attend to each other)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32, attn_implementation="sdpa").eval()
+    texts = ["A lease conveys the right to control an identified asset.", "Goodwill is tested for impairment."]
+    blocks = batches.build_blocks([{"id": str(i), "text": t} for i, t in enumerate(texts)], tokenizer, "text", 64)
+    batch = DataCollatorWithFlattening()([{"input_ids": b.input_ids, "labels": b.labels} for b in blocks])
+    with torch.no_grad():
+        # use_cache=False as in training (strata turns the cache off): transformers only reads packing without one
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        alone = model(input_ids=torch.tensor([blocks[1].input_ids])).logits[0]
+        shifted = model(input_ids=batch["input_ids"], use_cache=False).logits[0]  # without the resets the second text sees the first
+    second = packed[len(blocks[0].input_ids):]
+    assert torch.allclose(second, alone, atol=1e-4)
+    assert not torch.allclose(shifted[len(blocks[0].input_ids):], alone, atol=1e-2)
 
 
 def test_chat_labels_cover_only_the_answer(tiny_base):
@@ -54,7 +77,7 @@ def test_chat_labels_cover_only_the_answer(tiny_base):
                                            {"role": "assistant", "content": f"Lease {i} conveys control of an asset."}]}
                for i in range(5)]
     blocks = batches.build_blocks(records, tokenizer, "chat", 128)
-    assert len(blocks) < len(records)  # packed
+    assert len(blocks) == len(records)  # one conversation per block; the collator packs them apart
     for block in blocks:
         assert len(block.input_ids) <= 128
         answers = tokenizer.decode([t for t, l in zip(block.input_ids, block.labels) if l != batches.IGNORE])
@@ -71,6 +94,10 @@ def test_planned_steps_follow_the_trainers_count():
     assert planned_steps(10, cfg, world_size=2) == 2
     assert planned_steps(10, TrainPreset(batch_size=2, grad_accum=2, epochs=2.5)) == 8
     assert planned_steps(10, TrainPreset(max_steps=7)) == 7
+    budget = TrainPreset(step_tokens=1000, epochs=3.0, min_steps=5, max_steps=40)
+    assert planned_steps(10, budget, tokens=5000) == 15  # 3 epochs x 5000 tokens / 1000 tokens per step
+    assert planned_steps(10, budget, tokens=500) == 5  # the floor: a small topic still gets min_steps
+    assert planned_steps(10, budget, tokens=50000) == 40  # the cap
     with pytest.raises(StrataError, match="no training blocks"):
         planned_steps(0, cfg)
 

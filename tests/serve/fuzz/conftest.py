@@ -26,6 +26,7 @@ for _name, _values in PROFILES.items():
     settings.register_profile(f"strata-{_name}", deadline=None, print_blob=True,
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], **_values)
 START_SCALE = 0.5  # the fuzz server starts with alpha at this scale, so there is a non-empty state to protect
+MAX_LOADED = 2  # --max-loaded-adapters: alpha (global) plus one more; a request needing two more gets 429
 N_CTX = 128  # small: bounds the work of a request that asks for "as many tokens as fit"
 
 
@@ -108,6 +109,8 @@ def hostile_files(tmp_path_factory: pytest.TempPathFactory, lora_dirs: dict[str,
     files["link_out"] = root / "link_out"
     (root / "link_in").symlink_to(lora_dirs["alpha"])  # allowed: an alias of alpha
     files["link_in"] = root / "link_in"
+    shutil.copytree(lora_dirs["beta"], root / "beta_twin")  # a third loadable file: past --max-loaded-adapters 2
+    files["beta_twin"] = root / "beta_twin"
     (root / "loop").symlink_to(root / "loop")
     files["loop"] = root / "loop"
     files["root"] = root
@@ -118,7 +121,7 @@ def hostile_files(tmp_path_factory: pytest.TempPathFactory, lora_dirs: dict[str,
 def fuzz_config(config_for: Callable[..., ServeConfig], lora_root: Path, lora_dirs: dict[str, Path],
                 hostile_files: dict[str, Path]) -> ServeConfig:
     return config_for(n_ctx=N_CTX, adapter_roots=[str(lora_root), str(hostile_files["root"])],
-                      loras=[(str(lora_dirs["alpha"]), START_SCALE)])
+                      loras=[(str(lora_dirs["alpha"]), START_SCALE)], max_loaded_adapters=MAX_LOADED)
 
 
 @pytest.fixture(scope="module")

@@ -116,8 +116,10 @@ def sampling_fields(world: World) -> dict[str, st.SearchStrategy]:
     token_ids = st.sampled_from(["0", "5", "1023", "1024", "-1", "x", "99999999999"])
     return {
         "max_tokens": st.integers(1, 4), "max_completion_tokens": st.integers(1, 4),
-        "temperature": st.floats(0, 2), "top_p": st.floats(0, 1), "top_k": st.integers(0, 50),
-        "min_p": st.floats(0, 1), "typical_p": st.floats(0, 1), "repeat_penalty": st.floats(0.5, 2),
+        # the ranges reach past what is valid (temperature >= 0, top_p and min_p in [0, 1]): those are 400s
+        "temperature": st.one_of(st.floats(0, 2), st.floats(-2, 0, exclude_max=True)),
+        "top_p": st.one_of(st.floats(0, 1), st.floats(-1, 2)), "top_k": st.integers(0, 50),
+        "min_p": st.one_of(st.floats(0, 1), st.floats(-1, 2)), "typical_p": st.floats(0, 1), "repeat_penalty": st.floats(0.5, 2),
         "presence_penalty": st.floats(-2, 2), "frequency_penalty": st.floats(-2, 2),
         "seed": st.integers(0, 2**32 - 1),
         "stop": st.one_of(texts, st.lists(texts, max_size=4), many_stops),
@@ -195,6 +197,7 @@ ROUTES = [
     Route("GET", "/v1/models"),
     Route("GET", "/health"),
     Route("GET", "/metrics"),
+    Route("GET", "/slots"),
     Route("GET", "/v1/nowhere"),  # unknown paths answer 404 JSON
 ]
 
@@ -286,8 +289,9 @@ def restore(client: httpx.Client, baseline: list[dict[str, Any]]) -> None:
 
 @pytest.fixture(scope="module")
 def world(hostile_files: dict[str, Path], lora_dirs: dict[str, Path]) -> World:
-    good = [lora_dirs["alpha"], lora_dirs["beta"], lora_dirs["alpha"] / "adapter.gguf", hostile_files["link_in"]]
-    bad = [path for name, path in hostile_files.items() if name not in ("link_in", "root")]
+    good = [lora_dirs["alpha"], lora_dirs["beta"], lora_dirs["alpha"] / "adapter.gguf", hostile_files["link_in"],
+            hostile_files["beta_twin"]]  # three distinct files: more than --max-loaded-adapters 2 (429s)
+    bad = [path for name, path in hostile_files.items() if name not in ("link_in", "root", "beta_twin")]
     return World(good=[str(p) for p in good], bad=sorted(str(p) for p in bad), root=str(hostile_files["root"]),
                  names=sorted(lora_dirs) + ["link_in", "random_bytes"])
 

@@ -1,0 +1,227 @@
+"""The base-vs-layer gate: held-out pairs through the base and every topic layer on the served GGUF (per-request
+adapters), a per-topic matrix (F1, ROUGE-L, answer perplexity), a forgetting check on general prompts, a verdict."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from strata.errors import StrataError
+from strata.files import atomic_write_json, atomic_write_text, read_json_or_none, read_jsonl
+from strata.qa import metrics as m
+from strata.qa.client import QAClient, ServerError
+from strata.qa.plan import ADAPTER_FILE, BASE, Layer
+from strata.settings import Settings
+
+GATE_FILE = "gate.json"  # peft/gate.json: the latest verdicts, which `release publish` carries
+SUMMARY_FILE = "training_summary.json"
+
+
+@dataclass(frozen=True)
+class GatePreset:
+    """presets/gate.yaml: what a topic layer must do to pass."""
+
+    metric: Literal["f1", "rouge_l", "perplexity"] = "f1"  # what "beats the base on its own topic" compares
+    min_gain: float = 0.02  # X: own-topic gain over the base (F1 / ROUGE-L points; perplexity: relative drop)
+    max_general_ppl_increase: float = 0.15  # Y: general-prompt perplexity may rise at most this share over the base
+    max_pairs_per_topic: int = 40
+    max_tokens: int = 64
+    seed: int = 0
+    concurrency: int = 4  # requests in flight (the engine's slots)
+    general: str = "qa/general"  # the forgetting probes: a prompt set with references
+
+
+def topic_layers(settings: Settings) -> list[tuple[Path, str]]:
+    """(adapter dir, topic) of every layer under peft/ whose training summary names a topic."""
+    from strata.qa.plan import discover_layers
+
+    found = []
+    for folder in discover_layers(settings.peft):
+        topic = (read_json_or_none(folder / SUMMARY_FILE) or {}).get("topic")
+        if topic:
+            found.append((folder, topic))
+    return found
+
+
+def _held_out(settings: Settings, per_topic: int) -> dict[str, list[dict[str, Any]]]:
+    rows = read_jsonl(settings.pairs_val_jsonl, "run `strata build synthesize` first (the gate scores held-out pairs)")
+    by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row.get("type") != "unanswerable" and len(by_topic[row["topic"]]) < per_topic:
+            by_topic[row["topic"]].append(row)
+    if not by_topic:
+        raise StrataError(f"{settings.pairs_val_jsonl} holds no answerable held-out pairs; rebuild with "
+                          "`strata build synthesize` (presets/synthesis.yaml val_fraction > 0)")
+    return dict(sorted(by_topic.items()))
+
+
+def _score(client: QAClient, layer: Layer, items: list[tuple[str, str]], preset: GatePreset,
+           pool: ThreadPoolExecutor) -> list[dict[str, Any]]:
+    """Each (prompt, reference) under `layer` alone (a per-request adapter set): output, F1, ROUGE-L, and the
+    reference's token log-probabilities."""
+    lora = list(layer.adapters)
+
+    def one(item: tuple[str, str]) -> dict[str, Any]:
+        prompt, reference = item
+        try:
+            out = client.chat(prompt, max_tokens=preset.max_tokens, seed=preset.seed, lora=lora).text
+            logprobs = client.prompt_logprobs(reference, lora=lora)
+        except ServerError as exc:
+            return {"error": str(exc)}
+        return {"output": out, "f1": m.token_f1(out, reference), "rouge_l": m.rouge_l(out, reference),
+                "logprobs": logprobs}
+
+    return list(pool.map(one, items))
+
+
+def _cell(results: list[dict[str, Any]]) -> dict[str, Any]:
+    done = [r for r in results if "error" not in r]
+    ppl = None
+    if done:
+        try:
+            ppl = m.perplexity(r["logprobs"] for r in done)
+        except ValueError:
+            ppl = None
+    return {"f1": m.mean(r["f1"] for r in done), "rouge_l": m.mean(r["rouge_l"] for r in done), "perplexity": ppl,
+            "pairs": len(results), "errors": len(results) - len(done)}
+
+
+def _gain(own: dict[str, Any], base: dict[str, Any], metric: str) -> float | None:
+    """How much `own` beats `base`: points of F1 / ROUGE-L, or the relative drop of perplexity."""
+    if own.get(metric) is None or base.get(metric) is None:
+        return None
+    if metric == "perplexity":
+        return (base[metric] - own[metric]) / base[metric]
+    return own[metric] - base[metric]
+
+
+def verdict(layer: str, topic: str, matrix: dict, general: dict, preset: GatePreset) -> dict[str, Any]:
+    """Passed when the layer beats the base on its own topic by >= min_gain F1 and its general-prompt perplexity
+    rose by at most max_general_ppl_increase; `reasons` says what failed, with the numbers."""
+    own, base = matrix[layer].get(topic) or {}, matrix[BASE].get(topic) or {}
+    gain = _gain(own, base, preset.metric)
+    ratio = (general[layer]["perplexity"] / general[BASE]["perplexity"]
+             if general[layer].get("perplexity") and general[BASE].get("perplexity") else None)
+    reasons = []
+    if gain is None:
+        reasons.append(f"no held-out pairs of its topic {topic} were scored")
+    elif gain < preset.min_gain:
+        reasons.append(f"own-topic {preset.metric} {own[preset.metric]:.3f} vs base {base[preset.metric]:.3f}: gain "
+                       f"{gain:+.3f} < {preset.min_gain:+.3f}")
+    if ratio is None:
+        reasons.append("general-prompt perplexity could not be measured")
+    elif ratio - 1 > preset.max_general_ppl_increase:
+        reasons.append(f"general-prompt perplexity rose {ratio - 1:+.1%} over the base (limit "
+                       f"{preset.max_general_ppl_increase:+.1%})")
+    return {"layer": layer, "topic": topic, "own_f1": own.get("f1"), "base_f1": base.get("f1"), "metric": preset.metric,
+            "gain": gain,
+            "general_ppl_ratio": ratio, "general_drift": general[layer].get("drift"), "passed": not reasons,
+            "reasons": reasons}
+
+
+def run_gate(settings: Settings, *, model: str | Path | None = None, preset: str = "gate", progress: bool = True,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score base + every topic layer on MODEL_PATH; write runs/gate-<time>/gate.json + matrix.md, peft/gate.json,
+    and each topic layer's verdict into its training_summary.json. Returns the gate record."""
+    from tqdm import tqdm
+
+    from strata.presets import load_preset
+    from strata.qa.harness import serve_target
+    from strata.qa.plan import build_plan
+    from strata.qa.prompts import load_prompt_set
+
+    knobs = load_preset(GatePreset, preset)
+    layers = topic_layers(settings)
+    if not layers:
+        raise StrataError(f"no topic layers under {settings.peft} (adapter dirs whose training_summary.json names a "
+                          "topic); train them with `strata build train --per-topic` first")
+    held = _held_out(settings, knobs.max_pairs_per_topic)
+    general = [(item.text, item.reference) for item in load_prompt_set(knobs.general).items if item.reference]
+    plan = build_plan([folder for folder, _ in layers], [], settings.peft)
+    topic_of = {layer.name: topic for layer, (_, topic) in zip(plan[1:], layers)}
+    matrix: dict[str, dict[str, Any]] = {}
+    probes: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, list[dict[str, Any]]] = {}
+    total = len(plan) * (sum(len(v) for v in held.values()) + len(general))
+    started = time.monotonic()
+    with serve_target(settings, None, model, plan, None) as url, QAClient(url) as client, \
+            ThreadPoolExecutor(max_workers=knobs.concurrency) as pool, \
+            tqdm(total=total, desc="gate", unit="req", file=sys.stderr, disable=not progress or None) as bar:
+        for layer in plan:
+            bar.set_description(f"gate {layer.name}")
+            matrix[layer.name] = {}
+            for topic, pairs in held.items():
+                results = _score(client, layer, [(p["question"], p["answer"]) for p in pairs], knobs, pool)
+                matrix[layer.name][topic] = _cell(results)
+                bar.update(len(pairs))
+            outputs[layer.name] = _score(client, layer, general, knobs, pool)
+            bar.update(len(general))
+    for layer in plan:
+        base_out = [r.get("output") for r in outputs[BASE]]
+        drift = [1 - m.rouge_l(r["output"], b) for r, b in zip(outputs[layer.name], base_out)
+                 if "error" not in r and b is not None]
+        probes[layer.name] = _cell(outputs[layer.name]) | {"drift": m.mean(drift)}
+    verdicts = {name: verdict(name, topic, matrix, probes, knobs) for name, topic in topic_of.items()}
+    record = {"model": str(model or settings.model_path), "preset": asdict(knobs), "topics": list(held),
+              "layers": [{"name": l.name, "topic": topic_of.get(l.name), "adapters": [p for p, _ in l.adapters]}
+                         for l in plan],
+              "matrix": matrix, "general": probes, "verdicts": verdicts,
+              "passed": all(v["passed"] for v in verdicts.values()), "seconds": round(time.monotonic() - started, 1),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record["run_dir"] = str(_write(settings, record, plan, layers))
+    echo(format_matrix(record))
+    return record
+
+
+def _write(settings: Settings, record: dict[str, Any], plan: list[Layer], layers: list[tuple[Path, str]]) -> Path:
+    folder = settings.runs / f"gate-{time.strftime('%Y%m%dT%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / GATE_FILE, record)
+    atomic_write_text(folder / "matrix.md", format_matrix(record) + "\n")
+    atomic_write_json(settings.peft / GATE_FILE, record | {"run_dir": str(folder)})
+    for layer, (path, _) in zip(plan[1:], layers):
+        summary = read_json_or_none(path / SUMMARY_FILE) or {}
+        summary["gate"] = record["verdicts"][layer.name] | {"row": record["matrix"][layer.name],
+                                                            "base_row": record["matrix"][BASE],
+                                                            "general": record["general"][layer.name],
+                                                            "run_dir": str(folder),
+                                                            "adapter": str(path / ADAPTER_FILE)}
+        atomic_write_json(path / SUMMARY_FILE, summary)
+    return folder
+
+
+def format_matrix(record: dict[str, Any]) -> str:
+    """The matrix as a plain-text table: rows are layers, columns topics (F1 / ROUGE-L / answer perplexity), then
+    the general-prompt perplexity, drift from the base and the verdict."""
+    topics = record["topics"]
+    head = ["layer", *topics, "general ppl / drift", "gate"]
+    rows = []
+    for layer in [BASE, *record["verdicts"]]:
+        cells = []
+        for topic in topics:
+            c = record["matrix"][layer].get(topic) or {}
+            cells.append(f"{_num(c.get('f1'))} / {_num(c.get('rouge_l'))} / {_num(c.get('perplexity'), 1)}")
+        g = record["general"][layer]
+        v = record["verdicts"].get(layer)
+        mark = "-" if v is None else ("passed" if v["passed"] else "FAILED")
+        rows.append([layer, *cells, f"{_num(g.get('perplexity'), 1)} / {_num(g.get('drift'))}", mark])
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    preset = record["preset"]
+    lines.append(f"cells: F1 / ROUGE-L / perplexity of the held-out answers; gate: own-topic {preset['metric']} gain >= "
+                 f"{preset['min_gain']:+.3f} over base and general perplexity rise <= "
+                 f"{preset['max_general_ppl_increase']:.0%}")
+    for v in record["verdicts"].values():
+        if not v["passed"]:
+            lines.append(f"  {v['layer']} FAILED: " + "; ".join(v["reasons"]))
+    return "\n".join(lines)
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,106 @@
+"""The base-vs-layer gate on a real build (kit PDFs, real training, real llama.cpp): every topic layer is scored
+against the served base on its topic's held-out pairs; a layer trained on another topic's data fails the gate and
+`release promote` refuses it unless forced."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from strata.errors import StrataError
+from strata.files import atomic_write_jsonl, read_jsonl
+from strata.settings import Settings
+
+pytestmark = pytest.mark.timeout(3600)  # a real build: pretest -> ... -> gate, then a retrain and two more gates
+TOPICS = ["ASC_Financial_Accounting", "ASC_Leases"]
+LEVELS = {"max_steps": 4, "max_seq_len": 128, "batch_size": 4, "grad_accum": 1, "lr": 1e-3, "topics": TOPICS}
+TOPIC = {"min_steps": 16, "max_steps": 16, "lr": 5e-3, "save_steps": 1000}
+
+
+def _gate_preset(tmp_path: Path, **values) -> str:
+    path = tmp_path / f"gate-{len(list(tmp_path.glob('gate-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump({"max_tokens": 16, **values}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, sample_pdfs, tiny_base):
+    """train_all on the kit PDFs: pretest, dataset, synthesize, level 1, two topic layers, merge, convert, gate."""
+    from strata.pipeline import run_all
+
+    settings = Settings.resolve(workspace=tmp_path_factory.mktemp("gate") / "ws", base_model=str(tiny_base), env={},
+                                n_threads=2)
+    settings.ensure_skeleton()
+    shutil.copytree(sample_pdfs, settings.raw_pdfs, dirs_exist_ok=True)
+    lines: list[str] = []
+    record = run_all(settings, levels=(1,), train_overrides=LEVELS, topic_overrides=TOPIC, progress=False,
+                     echo=lines.append)
+    return settings, record, "\n".join(lines)
+
+
+def test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix(built):
+    settings, record, printed = built
+    stages = {s["name"]: s for s in record["stages"]}
+    assert list(stages)[:4] == ["pretest", "dataset", "synthesize", "level1"] and "gate" in stages
+    gate = stages["gate"]["result"]
+    assert set(gate["matrix"]) == {"base", *TOPICS} and set(gate["topics"]) >= set(TOPICS)  # columns: every topic
+    for row in gate["matrix"].values():
+        for cell in row.values():
+            assert cell["pairs"] > 0 and cell["errors"] == 0 and cell["perplexity"] > 1 and cell["f1"] is not None
+    assert set(gate["general"]["base"]) >= {"perplexity", "drift"} and gate["general"]["base"]["drift"] == 0
+    assert "ASC_Leases" in printed and "general ppl / drift" in printed  # the matrix was printed as it ran
+    for topic in TOPICS:  # each layer's summary and peft/gate.json carry its verdict
+        summary = json.loads((settings.peft / topic / "training_summary.json").read_text())
+        assert summary["gate"]["topic"] == topic and summary["gate"]["row"] == gate["matrix"][topic]
+        assert summary["hyperparameters"]["min_steps"] == 16 and summary["metrics"]["steps"] == 16
+        assert summary["training_arguments"]["warmup_steps"] == 1  # the topic preset's 10 % warm-up
+    assert json.loads((settings.peft / "gate.json").read_text())["verdicts"] == gate["verdicts"]
+    manifest = json.loads(Path(record["manifest"]).read_text())
+    assert next(s for s in manifest["stages"] if s["name"] == "gate")["result"]["matrix"] == gate["matrix"]
+
+
+def test_a_layer_trained_on_another_topic_fails_and_promote_refuses_it(built, tmp_path):
+    from strata.qa.gate import run_gate
+    from strata.release.publish import publish
+    from strata.release.stores import open_store
+    from strata.release.tags import promote
+    from strata.train.trainer import train_level
+
+    settings, _, _ = built
+    honest = run_gate(settings, preset=_gate_preset(tmp_path, metric="perplexity", min_gain=-1.0,
+                                                    max_general_ppl_increase=10.0), progress=False, echo=print)
+    gains = {topic: honest["verdicts"][topic]["gain"] for topic in TOPICS}
+    print("honest own-topic perplexity drop:", gains, "F1:",
+          {t: (honest["verdicts"][t]["own_f1"], honest["verdicts"][t]["base_f1"]) for t in TOPICS})
+    assert all(g > 0 for g in gains.values()), f"a topic layer did not beat the base on its own topic: {gains}"
+
+    # ASC_Leases retrained on Financial Accounting's pairs (relabelled): the worse-on-purpose layer
+    original = read_jsonl(settings.pairs_train_jsonl, "")
+    swapped = [r for r in original if r["topic"] != "ASC_Leases"]
+    swapped += [dict(r, topic="ASC_Leases") for r in original if r["topic"] == "ASC_Financial_Accounting"]
+    atomic_write_jsonl(settings.pairs_train_jsonl, swapped)
+    try:
+        train_level(settings, 2, per_topic=True, preset="levels/topic", only_topics=["ASC_Leases"],
+                    overrides={k: v for k, v in LEVELS.items() if k not in ("max_steps", "topics")} | TOPIC,
+                    topics=TOPICS, progress=False)
+    finally:
+        atomic_write_jsonl(settings.pairs_train_jsonl, original)
+    threshold = min(gains.values()) / 2  # between the honest layers' gains and zero: can go either way
+    preset = _gate_preset(tmp_path, metric="perplexity", min_gain=threshold, max_general_ppl_increase=10.0)
+    gated = run_gate(settings, preset=preset, progress=False, echo=print)
+    bad = gated["verdicts"]["ASC_Leases"]
+    assert bad["gain"] < threshold and not bad["passed"] and "own-topic perplexity" in bad["reasons"][0]
+    assert gated["verdicts"]["ASC_Financial_Accounting"]["passed"]
+
+    store = open_store(str(tmp_path / "store"))
+    manifest, _ = publish(settings, store, name="gated", version="v1", no_qa=True, progress=False, echo=print)
+    assert manifest.gate["verdicts"]["ASC_Leases"]["passed"] is False and manifest.verdict == "FAILED"
+    assert [a["name"] for a in manifest.failed_layers()] == ["ASC_Leases"]
+    with pytest.raises(StrataError, match="layer ASC_Leases failed the base-vs-layer gate"):
+        promote(store, "gated@v1", "prod")
+    record, problems = promote(store, "gated@v1", "prod", force=True)
+    assert record["version"] == "v1" and any("ASC_Leases" in p for p in problems)
