@@ -37,24 +37,14 @@ def train_soft_prompt_command(settings: Settings, name: str, *, preset: str | No
                               overrides: dict[str, Any], refused: dict[str, Any]) -> Path:
     """Check that no LoRA-only option was given, then train (see strata.train.softprompt.train_soft_prompt)."""
     from strata.train.softprompt import train_soft_prompt
+    from strata.userdata import expand
 
     given = [flag for flag, value in refused.items() if value]
     if given:
-        raise click.UsageError(f"{', '.join(given)} apply to LoRA levels, not to --soft-prompt; drop them.")
-    return train_soft_prompt(settings, name, preset=preset, train_files=_expand(train_files),
+        raise click.UsageError(f"{', '.join(given)} apply to LoRA levels (and their user data), not to --soft-prompt; drop them.")
+    files = [f for pattern in train_files for f in expand(pattern)]  # globs, as for the levels' --train-files
+    return train_soft_prompt(settings, name, preset=preset, train_files=files,
                              topics=topics, base_model=base_model, gguf=Path(fidelity_gguf) if fidelity_gguf else None,
                              max_train_samples=max_train_samples, overrides=overrides, resume_from=resume_from,
                              progress=progress)
 
-
-def _expand(patterns: tuple[str, ...]) -> list[Path]:
-    """--train-files as files: each glob expanded (sorted), a plain path kept; a glob matching nothing is an error."""
-    import glob
-
-    files: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(str(Path(pattern).expanduser()))) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            raise click.UsageError(f"--train-files {pattern!r} matches no file; check the path or quote the glob.")
-        files += [Path(m) for m in matches]
-    return files
