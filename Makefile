@@ -10,7 +10,7 @@ export CMAKE_ARGS
 STAMP := $(VENV)/.strata-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test fuzz demo demo-real bench image-test clean-venv system-deps
+.PHONY: install test fuzz demo demo-real bench bench-softprompts image-test clean-venv system-deps
 
 install: system-deps $(STAMP)
 
@@ -61,6 +61,11 @@ bench: install
 # Postgres database (its strata_* tables are replaced) to measure the shared store too
 RETRIEVAL_CHUNKS ?= 1000
 BENCH_POSTGRES ?=
+
+# Soft prompts: decode with vs without one, the prefill cost of its virtual tokens, and a training epoch against a
+# level-1 LoRA, interleaved on the kit's tiny base (README "Soft prompts").
+bench-softprompts: install
+	$(PY) scripts/bench/softprompts.py
 
 # Not part of `make test`: builds Dockerfile.cpu for real (docker, else buildah on a debootstrap bookworm base) and
 # runs /start.sh against kit-made models. IMAGES=build builds Dockerfile.cuda's stages with the CPU torch wheel and

@@ -133,6 +133,35 @@ def lora_dirs(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return out
 
 
+SOFT_QUESTIONS = ["What is a lease?", "When is revenue recognized?", "What is an intangible asset?",
+                  "Define a performance obligation.", "How is a lease liability measured?", "What is goodwill?",
+                  "What is a contract?", "When does control transfer?", "What is amortization?",
+                  "What is a right-of-use asset?", "What is the transaction price?", "What is impairment?"]
+SOFT_ANSWERS = {"lessee": "The lessee recognises a right-of-use asset.",
+                "revenue": "Revenue is recognised when control transfers."}
+
+
+@pytest.fixture(scope="session")
+def soft_prompts(tiny_base: Path, base_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two soft prompts (8 virtual tokens each) trained for real by `strata.train.softprompt` on the tiny base, from
+    prompt+response rows that always answer one sentence; each dir is what `strata build train --soft-prompt`
+    writes, under <ws>/soft_prompts/ (the dir's parent's parent is the workspace)."""
+    import json
+
+    from strata.train.softprompt import train_soft_prompt
+
+    root = tmp_path_factory.mktemp("soft")
+    settings = Settings.resolve(workspace=str(root / "ws"), base_model=str(tiny_base), n_threads=2, env={})
+    out = {}
+    for name, answer in SOFT_ANSWERS.items():
+        rows = root / f"{name}.jsonl"
+        rows.write_text("".join(json.dumps({"prompt": q, "response": answer}) + "\n" for q in SOFT_QUESTIONS))
+        out[name] = train_soft_prompt(settings, name, train_files=[rows], gguf=base_gguf, progress=False,
+                                      overrides={"n_virtual_tokens": 8, "epochs": 5.0, "lr": 0.01,
+                                                 "init_text": answer})
+    return out
+
+
 # Tests that failed in the lead's full run after the issue-22 branches (synthesis/flattened training and user
 # data/DPO) were merged together, and could not be fixed before the session ended. Each stays collected and runs; a
 # failure is reported as xfail with its reason, a pass as xpass. Remove an entry as soon as its test passes again.

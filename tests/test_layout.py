@@ -13,6 +13,9 @@ ROOMS = ("strata.data", "strata.train", "strata.export")
 HANDOFFS = {
     # a trained adapter dir is complete only with its adapter.gguf, written before the summary that marks it done
     ("strata.train.trainrecord", "strata.export.adapter_gguf"),
+    # likewise a soft prompt dir is complete only with its softprompt.gguf, which it writes once llama.cpp, given the
+    # trained matrix as an embedding batch, has matched HF PEFT's logits
+    ("strata.train.softprompt", "strata.export.softprompt_gguf"),
     # the pre-flight asks llama.cpp itself whether it converts and loads the base's vocabulary, before training
     ("strata.train.preflight", "strata.export.adapter_gguf"),
     ("strata.train.preflight", "strata.export.gguf_load"),

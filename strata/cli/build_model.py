@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from strata.cli.build_softprompt import soft_prompt_options, train_soft_prompt_command
 from strata.cli.common import friendly_errors, teacher_of, teacher_options, workspace_option
 from strata.settings import Settings
 
@@ -81,6 +82,7 @@ def user_sources(train_files: tuple[str, ...], dataset_name: str | None, dataset
               help="Train level N as a preference layer with TRL's DPO on rows {prompt, chosen, rejected} (extra keys "
                    "such as topic are kept out), on the base with levels 1..N-1 merged in; the preset's `dpo:` block "
                    "sets beta and the loss.")
+@soft_prompt_options
 @user_data_options
 @training_knobs
 @workspace_option
@@ -90,11 +92,27 @@ def train(settings: Settings, level: int, per_topic: bool, topics: str | None, p
           preset: str | None, epochs: float | None, max_steps: int | None, lr: float | None,
           save_steps: int | None, no_progress: bool, nproc: int, preferences: str | None, train_files: tuple[str, ...],
           dataset_name: str | None, dataset_split: str, dataset_config: str | None, prompt_template: str | None,
-          val_files: tuple[str, ...]) -> None:
+          val_files: tuple[str, ...], soft_prompt: str | None = None, fidelity_gguf: str | None = None) -> None:
     """Train LoRA level N (or per-topic layers) with the Hugging Face Trainer and export each adapter to GGUF for
     the server. Runs data-parallel under `torchrun --nproc_per_node N -m strata build train ...` (or with --nproc N);
-    only rank 0 writes."""
+    only rank 0 writes. With --soft-prompt NAME it trains a soft prompt instead (on CPU in minutes on a small base)."""
     from strata.train import distributed
+
+    if soft_prompt:
+        out = train_soft_prompt_command(
+            settings, soft_prompt, preset=preset, train_files=train_files, base_model=base_model,
+            topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,
+            fidelity_gguf=fidelity_gguf, max_train_samples=max_train_samples, resume_from=resume_from,
+            progress=not no_progress, overrides={"epochs": epochs, "max_steps": max_steps, "lr": lr,
+                                                 "save_steps": save_steps},
+            refused={"--per-topic": per_topic, "--peft dora": peft_kind != "lora", "--dry-run": dry_run,
+                     "--quantization": quantization != "none", "--nproc": nproc > 1,
+                     "--preferences": preferences, "--dataset-name": dataset_name, "--val-files": val_files,
+                     "--prompt-template": prompt_template})
+        click.echo(f"wrote {out}")
+        return
+    if fidelity_gguf:
+        raise click.UsageError("--fidelity-gguf goes with --soft-prompt NAME here.")
 
     overrides = {"epochs": epochs, "max_steps": max_steps, "lr": lr, "save_steps": save_steps}
     common = {"peft": peft_kind, "quantization": quantization, "max_train_samples": max_train_samples,

@@ -23,6 +23,10 @@ from strata.settings import Settings
               "holding adapter.gguf, except merged/.")
 @click.option("--blend", "blends", multiple=True, metavar="NAME=a:0.6,b:0.4",
               help="A blend to compare: layer names or paths with scales; repeat for more blends.")
+@click.option("--soft-prompts", "all_soft_prompts", is_flag=True,
+              help="Also compare every soft prompt under WORKSPACE/soft_prompts/ (each on the base, sent per request).")
+@click.option("--soft-prompt", "soft_prompts", multiple=True, metavar="NAME|DIR",
+              help="A soft prompt to compare (a name under WORKSPACE/soft_prompts/ or a dir); repeat for each.")
 @click.option("--prompts", metavar="FILE.yaml", help="Prompt set (path or preset name; default presets/qa/asc.yaml).")
 @click.option("--from-val", type=int, metavar="N", help="Use N held-out items from val.jsonl instead of --prompts "
               "(prompt = the question/heading, reference = the section text).")
@@ -45,7 +49,7 @@ from strata.settings import Settings
 @workspace_option
 @friendly_errors
 def qa(settings: Settings, server: str | None, model: str | None, release: str | None, store: str | None,
-       layers: tuple[str, ...], blends: tuple[str, ...],
+       layers: tuple[str, ...], blends: tuple[str, ...], all_soft_prompts: bool, soft_prompts: tuple[str, ...],
        prompts: str | None, from_val: int | None, max_tokens: int, seed: int, fail_under: tuple[str, ...],
        api_key: str | None, grounded: bool, questions: int, top_k: int, index: str | None, dry_run: bool,
        quiet: bool) -> None:
@@ -74,7 +78,7 @@ def qa(settings: Settings, server: str | None, model: str | None, release: str |
     results = run_qa(settings, server=server, model=Path(model) if model else None, layers=list(layers) or None,
                      blends=blends, prompts=prompts, from_val=from_val, max_tokens=max_tokens, seed=seed,
                      fail_under=fail_under, api_key=api_key, dry_run=dry_run, progress=not quiet, echo=click.echo,
-                     release=label)
+                     release=label, soft_prompts=None if all_soft_prompts else list(soft_prompts))
     failures = failed_gates(results)
     if failures:
         raise StrataError("QA gate failed: " + "; ".join(failures))

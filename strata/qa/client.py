@@ -63,11 +63,13 @@ class QAClient:
         body = {"adapters": [{"path": path, "scale": scale} for path, scale in adapters]}
         return _adapter_list(self._request("POST", "/lora-adapters", json=body))
 
-    def chat(self, prompt: str, *, max_tokens: int, seed: int, lora: list[tuple[str, float]] | None = None) -> Generation:
+    def chat(self, prompt: str, *, max_tokens: int, seed: int, lora: list[tuple[str, float]] | None = None,
+             soft_prompt: str | None = None) -> Generation:
         """A greedy (temperature 0, fixed seed) streamed chat reply; TTFT is the first chunk with content.
         `lora` runs this request alone under that adapter set ([] = none), leaving the server's global set alone."""
         body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0.0,
-                "seed": seed, "stream": True, "stream_options": {"include_usage": True}, **_lora_field(lora)}
+                "seed": seed, "stream": True, "stream_options": {"include_usage": True}, **_lora_field(lora),
+                **_soft(soft_prompt)}
         pieces: list[str] = []
         chunks, usage_tokens, ttft = 0, None, None
         started = time.perf_counter()
@@ -94,9 +96,12 @@ class QAClient:
         """POST /gen/ask unstreamed: {"answer", "citations", "adapters", "usage", ...}."""
         return self._request("POST", "/gen/ask", json=body)
 
-    def prompt_logprobs(self, text: str, lora: list[tuple[str, float]] | None = None) -> list[float | None]:
-        """Log-probabilities of the text's own tokens (echo + logprobs; the first is None), under `lora` if given."""
-        body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0.0, **_lora_field(lora)}
+    def prompt_logprobs(self, text: str, lora: list[tuple[str, float]] | None = None,
+                        soft_prompt: str | None = None) -> list[float | None]:
+        """Log-probabilities of the text's own tokens (echo + logprobs; the first is None), under `lora` and
+        `soft_prompt` if given."""
+        body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0.0, **_lora_field(lora),
+                **_soft(soft_prompt)}
         reply = self._request("POST", "/v1/completions", json=body)
         try:
             logprobs = reply["choices"][0]["logprobs"]
@@ -115,6 +120,11 @@ class QAClient:
 def _lora_field(lora: list[tuple[str, float]] | None) -> dict[str, Any]:
     """The per-request `lora` body field (absent: the server's global adapter set applies)."""
     return {} if lora is None else {"lora": [{"path": path, "scale": scale} for path, scale in lora]}
+
+
+def _soft(soft_prompt: str | None) -> dict[str, Any]:
+    """The request's soft prompt: the layer's, else none (false), so a server default never skews the base."""
+    return {"soft_prompt": soft_prompt or False}
 
 
 def sse_events(response: httpx.Response) -> Any:

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterator, Sequence
 from strata.errors import StrataError
 from strata.qa import metrics as m
 from strata.qa.client import QAClient, ServerError
-from strata.qa.plan import BASE, Gate, Layer, adapter_roots, build_plan, discover_layers, parse_gate
+from strata.qa.plan import (BASE, Gate, Layer, adapter_roots, build_plan, discover_layers, discover_soft_prompts,
+                            parse_gate)
 from strata.qa.prompts import PromptItem, PromptSet, load_prompt_set, val_texts
 from strata.qa.prompts import from_val as val_prompts
 from strata.settings import Settings
@@ -29,10 +30,12 @@ def run_qa(settings: Settings, *, server: str | None = None, model: str | os.Pat
            prompts: str | os.PathLike | None = None, from_val: int | None = None,
            max_tokens: int = DEFAULT_MAX_TOKENS, seed: int = DEFAULT_SEED, fail_under: Sequence[str] = (),
            api_key: str | None = None, dry_run: bool = False, progress: bool = True,
-           echo: Callable[[str], None] = print, release: dict[str, Any] | None = None) -> dict[str, Any]:
+           echo: Callable[[str], None] = print, release: dict[str, Any] | None = None,
+           soft_prompts: Sequence[str | os.PathLike] | None = ()) -> dict[str, Any]:
     """Compare base + layers + blends on a prompt set; returns the results dict (with "report_dir").
     `layers` None means every adapter dir under settings.peft holding adapter.gguf (merged/ excluded);
-    `release` (name, version, ...) is recorded in the target when the model is a pulled release."""
+    `release` (name, version, ...) is recorded in the target when the model is a pulled release; `soft_prompts`
+    adds one layer per soft prompt on the base (None: every one under WORKSPACE/soft_prompts/)."""
     if server and model:
         raise StrataError("pass either --server URL or --model M.gguf, not both")
     if max_tokens < 1:
@@ -40,7 +43,8 @@ def run_qa(settings: Settings, *, server: str | None = None, model: str | os.Pat
     held_out = settings.pairs_val_jsonl if settings.pairs_val_jsonl.is_file() else settings.val_jsonl  # pairs first
     prompt_set = val_prompts(held_out, from_val) if from_val else load_prompt_set(prompts)
     layer_paths = list(layers) if layers is not None else discover_layers(settings.peft)
-    plan = build_plan(layer_paths, blends, settings.peft)
+    softs = list(soft_prompts) if soft_prompts is not None else discover_soft_prompts(settings.workspace / "soft_prompts")
+    plan = build_plan(layer_paths, blends, settings.peft, softs)
     gates = [parse_gate(spec, GATEABLE) for spec in fail_under]
     unknown = sorted({g.layer for g in gates if g.layer} - {layer.name for layer in plan})
     if unknown:
@@ -122,19 +126,19 @@ def _run_layers(client: QAClient, plan: list[Layer], prompt_set: PromptSet, text
                 continue
             info[layer.name] = {"status": "ok", "error": None, "server_state": state}
             for item in prompt_set.items:
-                rows.append(_generate(client, layer.name, item, max_tokens, seed))
+                rows.append(_generate(client, layer, item, max_tokens, seed))
                 bar.update(1)
-            info[layer.name].update(_perplexity(client, texts))
+            info[layer.name].update(_perplexity(client, texts, layer.soft_prompt))
             bar.update(len(texts))
     with contextlib.suppress(ServerError):
         client.set_adapters(before)  # leave a shared server as we found it
     return rows, info
 
 
-def _generate(client: QAClient, layer: str, item: PromptItem, max_tokens: int, seed: int) -> dict:
-    row: dict[str, Any] = {"layer": layer, "prompt_id": item.id}
+def _generate(client: QAClient, layer: Layer, item: PromptItem, max_tokens: int, seed: int) -> dict:
+    row: dict[str, Any] = {"layer": layer.name, "prompt_id": item.id}
     try:
-        gen = client.chat(item.text, max_tokens=max_tokens, seed=seed)
+        gen = client.chat(item.text, max_tokens=max_tokens, seed=seed, soft_prompt=layer.soft_prompt)
     except ServerError as exc:
         return {**row, "output": None, "error": str(exc), "metrics": None}
     scores = m.reference_metrics(gen.text, item.reference) if item.reference else None
@@ -142,11 +146,11 @@ def _generate(client: QAClient, layer: str, item: PromptItem, max_tokens: int, s
             "latency_s": gen.latency_s, "completion_tokens": gen.completion_tokens, "tokens_per_s": gen.tokens_per_s}
 
 
-def _perplexity(client: QAClient, texts: list[str]) -> dict:
+def _perplexity(client: QAClient, texts: list[str], soft_prompt: str | None = None) -> dict:
     if not texts:
         return {"perplexity": None, "perplexity_error": "no held-out text or references to score"}
     try:
-        return {"perplexity": m.perplexity(client.prompt_logprobs(text) for text in texts), "perplexity_error": None}
+        return {"perplexity": m.perplexity(client.prompt_logprobs(text, soft_prompt=soft_prompt) for text in texts), "perplexity_error": None}
     except (ServerError, ValueError) as exc:
         return {"perplexity": None, "perplexity_error": str(exc)}
 

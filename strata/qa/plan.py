@@ -12,6 +12,7 @@ from strata.errors import StrataError
 
 BASE = "base"
 ADAPTER_FILE = "adapter.gguf"
+SOFT_PROMPT_FILE = "softprompt.gguf"
 SKIPPED = frozenset({"merged", "checkpoints"})
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -23,9 +24,10 @@ class Layer:
     name: str
     kind: str
     adapters: tuple[tuple[str, float], ...] = field(default_factory=tuple)
+    soft_prompt: str | None = None  # a soft prompt (name or path) sent with every request of this layer
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind,
+        return {"name": self.name, "kind": self.kind, "soft_prompt": self.soft_prompt,
                 "adapters": [{"path": path, "scale": scale} for path, scale in self.adapters]}
 
 
@@ -73,8 +75,17 @@ def parse_blend(spec: str) -> tuple[str, list[tuple[str, float]]]:
     return name, parts
 
 
-def build_plan(layer_paths: Iterable[str | os.PathLike], blends: Iterable[str], peft_dir: Path) -> list[Layer]:
-    """Base first, then each layer (scale 1), then each blend with its parts resolved to layer paths."""
+def discover_soft_prompts(folder: Path) -> list[Path]:
+    """Every soft prompt dir under WORKSPACE/soft_prompts/ holding softprompt.gguf (hidden dirs skipped), sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (p / SOFT_PROMPT_FILE).is_file())
+
+
+def build_plan(layer_paths: Iterable[str | os.PathLike], blends: Iterable[str], peft_dir: Path,
+               soft_prompts: Iterable[str | os.PathLike] = ()) -> list[Layer]:
+    """Base first, then each layer (scale 1), then each blend with its parts resolved to layer paths, then each
+    soft prompt on the base (named soft:<dir name>)."""
     plan = [Layer(BASE, "base")]
     by_name: dict[str, str] = {}
     for path in layer_paths:
@@ -86,6 +97,10 @@ def build_plan(layer_paths: Iterable[str | os.PathLike], blends: Iterable[str], 
         if name in {layer.name for layer in plan}:
             raise StrataError(f"--blend name {name!r} is already used by a layer or blend; pick another name")
         plan.append(Layer(name, "blend", tuple((_resolve(target, by_name, peft_dir), s) for target, s in parts)))
+    for soft in soft_prompts:
+        path = Path(soft).expanduser()
+        plan.append(Layer(f"soft:{layer_name(path.parent if path.suffix == '.gguf' else path)}", "soft_prompt",
+                          soft_prompt=str(path.absolute()) if path.exists() else str(soft)))
     return plan
 
 
@@ -103,7 +118,7 @@ def adapter_roots(plan: Iterable[Layer]) -> list[str]:
     """Folders an in-process server must allow so every planned adapter can be loaded."""
     roots = set()
     for layer in plan:
-        for path, _ in layer.adapters:
+        for path, _ in layer.adapters + (((layer.soft_prompt, 1.0),) if layer.soft_prompt else ()):
             p = Path(path).expanduser().absolute()
             roots.add(str(p.parent if p.suffix == ".gguf" else p))
     return sorted(roots)

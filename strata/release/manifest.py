@@ -77,6 +77,7 @@ class Manifest:
     model: str
     files: list[FileEntry]
     adapters: list[dict[str, Any]] = field(default_factory=list)
+    soft_prompts: list[dict[str, Any]] = field(default_factory=list)  # soft_prompts/NAME/ entries
     qa: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
     gate: dict[str, Any] | None = None  # the base-vs-layer gate's matrix and verdicts (strata.qa.gate)

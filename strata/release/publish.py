@@ -26,6 +26,8 @@ from strata.settings import Settings
 
 ADAPTER_FILES = {"adapter.gguf": "adapter", "adapter_config.json": "adapter-config",
                  "training_summary.json": "training-summary", "loss.png": "loss-plot", "loss.jsonl": "loss-log"}
+SOFT_PROMPT_FILES = {"softprompt.gguf": "soft-prompt", "adapter_config.json": "adapter-config",
+                     "training_summary.json": "training-summary", "loss.png": "loss-plot", "loss.jsonl": "loss-log"}
 SKIPPED = frozenset({"checkpoints"})
 MERGE_RECORD = "merge_record.json"
 _QUANT_SUFFIX = re.compile(r"\.(?:I?Q\d\w*|F16|F32|BF16)$", re.IGNORECASE)
@@ -58,12 +60,13 @@ def publish(settings: Settings, store: Store, *, name: str | None = None, versio
     name = check_name(name or default_name(model), "release name")
     version = check_version(version or default_version())
     sources, adapter_meta = _adapter_sources(settings.peft, with_peft, adapters)
-    sources = _model_sources(model) + sources + _evidence_sources(settings)
+    soft_sources, soft_meta = _soft_prompt_sources(settings.workspace / "soft_prompts", with_peft)
+    sources = _model_sources(model) + sources + soft_sources + _evidence_sources(settings)
     fidelity = _fidelity(model)
     qa_sources, qa = ([], None) if no_qa else _qa_sources(settings, model, qa_dir)
     sources += qa_sources
     base_fp = _base_fingerprint(settings, fidelity)
-    _check_adapter_bases(adapter_meta, base_fp)
+    _check_adapter_bases(adapter_meta + soft_meta, base_fp)
     store.ensure()
     existing = store.read(manifest_key(name, version))
     if existing is not None:  # fail fast, before hashing gigabytes, when the file list alone differs
@@ -71,7 +74,8 @@ def publish(settings: Settings, store: Store, *, name: str | None = None, versio
     files = _hash(sources, progress)
     manifest = Manifest(
         name=name, version=version, created=now_iso(), strata_version=_strata_version(), base_fingerprint=base_fp,
-        model=f"model/{model.name}", files=files, adapters=adapter_meta, qa=qa, gate=_gate_matrix(settings),
+        model=f"model/{model.name}", files=files, adapters=adapter_meta, soft_prompts=soft_meta, qa=qa,
+        gate=_gate_matrix(settings),
         fidelity={k: fidelity.get(k) for k in ("quant", "relative_error", "top1_agreement", "perplexity_ratio",
                                                "passed")} if fidelity else None)
     if existing is not None:
@@ -84,7 +88,7 @@ def publish(settings: Settings, store: Store, *, name: str | None = None, versio
                           "ignores conditional writes (If-None-Match), so concurrent publishes are unsafe there.")
     tags.set_tag(store, name, tags.LATEST, version)
     echo(f"published {name}@{version} to {store.url}: {len(files)} files, {manifest.total_bytes / 1e6:.1f} MB "
-         f"({len(adapter_meta)} adapters, QA {manifest.verdict}); "
+         f"({len(adapter_meta)} adapters, {len(soft_meta)} soft prompts, QA {manifest.verdict}); "
          f"{tags.LATEST} -> {version}")
     return manifest, True
 
@@ -164,6 +168,27 @@ def _adapter_sources(peft: Path, with_peft: bool, only: Sequence[str]) -> tuple[
     return sources, meta
 
 
+def _soft_prompt_sources(folder: Path, with_peft: bool) -> tuple[list[Source], list[dict[str, Any]]]:
+    """Every soft prompt under WORKSPACE/soft_prompts/ that holds softprompt.gguf (one that failed its fidelity
+    check holds none), as soft_prompts/NAME/ files of the release."""
+    from strata.modelfolder import read_summary
+    from strata.qa.plan import discover_soft_prompts
+
+    sources: list[Source] = []
+    meta: list[dict[str, Any]] = []
+    for soft in discover_soft_prompts(folder):
+        for file in _adapter_files(soft, with_peft, SOFT_PROMPT_FILES):
+            inner = file.relative_to(soft).as_posix()
+            sources.append(Source(f"soft_prompts/{soft.name}/{inner}", SOFT_PROMPT_FILES.get(inner, "peft"), file))
+        summary = read_summary(soft) or {}
+        meta.append({"name": soft.name, "path": f"soft_prompts/{soft.name}", "kind": "soft_prompt",
+                     "n_virtual_tokens": summary.get("n_virtual_tokens"),
+                     "base_fingerprint": summary.get("base_fingerprint"),
+                     "fidelity": {k: (summary.get("fidelity") or {}).get(k)
+                                  for k in ("relative_error", "top1_agreement", "passed")}})
+    return sources, meta
+
+
 def _gate_verdict(summary: dict[str, Any]) -> dict[str, Any] | None:
     """The base-vs-layer gate's verdict a topic layer's summary carries (None: never gated)."""
     gate = summary.get("gate")
@@ -173,12 +198,12 @@ def _gate_verdict(summary: dict[str, Any]) -> dict[str, Any] | None:
                                      "general_drift", "reasons", "run_dir")}
 
 
-def _adapter_files(folder: Path, with_peft: bool) -> Iterable[Path]:
+def _adapter_files(folder: Path, with_peft: bool, kept: dict[str, str] = ADAPTER_FILES) -> Iterable[Path]:
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         parts = file.relative_to(folder).parts
         if any(part.startswith(".") or part in SKIPPED for part in parts):
             continue
-        if with_peft or (len(parts) == 1 and file.name in ADAPTER_FILES):
+        if with_peft or (len(parts) == 1 and file.name in kept):
             yield file
 
 

@@ -29,11 +29,13 @@ from strata.serve.jobs import Token
 from strata.serve.metrics import Metrics
 from strata.serve.registry import set_label, set_versions
 from strata.serve.responses import Reply
-from strata.serve.schemas import parse_adapter_body, parse_completion, parse_embeddings, read_json
+from strata.serve.schemas import (parse_adapter_body, parse_completion, parse_embeddings, parse_soft_prompt_body,
+                                  read_json)
 
 log = logging.getLogger("strata.serve")
 SHUTDOWN_GRACE_S = 3.0
 ADAPTERS_HEADER = "X-Strata-Adapters"  # e.g. "base" or "alpha@1+beta@0.4": the adapter set a reply ran under
+SOFT_PROMPT_HEADER = "X-Strata-Soft-Prompt"  # the soft prompt a reply ran under (absent: none)
 VERSIONS_HEADER = "X-Strata-Adapter-Versions"  # e.g. "alpha=2": which load of each adapter's file it ran under
 # header values are ASCII: other characters (an adapter dir named 会計) go percent-encoded as UTF-8, as in RFC 8187's
 # ext-value, so urllib.parse.unquote() gives the names back; '%' itself is encoded too
@@ -188,6 +190,16 @@ async def set_adapters(request: Request, runtime: Runtime) -> Response:
     return JSONResponse(await engine.set_adapters(refs))
 
 
+async def list_soft_prompts(request: Request, runtime: Runtime) -> Response:
+    return JSONResponse(runtime.ready_engine().soft_prompts.listing())
+
+
+async def set_soft_prompts(request: Request, runtime: Runtime) -> Response:
+    engine = runtime.ready_engine()
+    changes = parse_soft_prompt_body(await read_json(request, runtime.config.max_body_bytes))
+    return JSONResponse(await engine.set_soft_prompts(changes))
+
+
 def _completion_handler(kind: str) -> Handler:
     async def handle(request: Request, runtime: Runtime) -> Response:
         engine = runtime.ready_engine()
@@ -211,6 +223,8 @@ async def _reply(request: Request, runtime: Runtime, kind: str, req: Any, genera
                   logprobs=req.logprobs is not None)
     headers = {ADAPTERS_HEADER: header_value(set_label(lora)),  # the set this reply ran under
                VERSIONS_HEADER: header_value(set_versions(lora))}
+    if generation.job.soft is not None:
+        headers[SOFT_PROMPT_HEADER] = header_value(generation.job.soft.name)
     if req.stream:
         # on SIGTERM the scheduler fails in-flight jobs at once; the grace period lets that error event out
         return EventStream(_chunks(generation, reply, req.include_usage, runtime.metrics), ping=15,
@@ -324,6 +338,8 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/slots", endpoint("slots", slots), methods=["GET"]),
         Route("/lora-adapters", endpoint("lora-adapters", list_adapters), methods=["GET"]),
         Route("/lora-adapters", endpoint("lora-adapters", set_adapters), methods=["POST"]),
+        Route("/soft-prompts", endpoint("soft-prompts", list_soft_prompts), methods=["GET"]),
+        Route("/soft-prompts", endpoint("soft-prompts", set_soft_prompts), methods=["POST"]),
         Route("/v1/completions", endpoint("completions", _completion_handler("text")), methods=["POST"]),
         Route("/v1/chat/completions", endpoint("chat", _completion_handler("chat")), methods=["POST"]),
         Route("/v1/embeddings", endpoint("embeddings", embeddings), methods=["POST"]),

@@ -76,6 +76,9 @@ class ServeConfig:
     access_log: bool = False  # uvicorn's line per request: about 0.3 ms of the event loop each (measured)
     release: dict[str, Any] | None = None  # {name, version, tag, path, adapters} when serving a pulled release
     max_lora_scale: float = DEFAULT_MAX_LORA_SCALE
+    soft_prompt: str | None = None  # default soft prompt: a name under WORKSPACE/soft_prompts/ or a path
+    soft_prompt_enabled: bool | None = None  # apply the default to requests that name none (None: when one is set)
+    soft_prompt_home: Path | None = None  # the folder whose soft_prompts/NAME/ names resolve in (None: workspace)
     kv_unified: bool = False  # one KV stream for all slots (llama-server's default) instead of one per slot
     switch_budget: int = 32  # decode steps an adapter set keeps the context while another set waits
     max_queue: int = 64  # requests waiting for a slot before new ones get 429
@@ -134,6 +137,15 @@ def _bool(value: str | bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def _env_bool(env: dict[str, str], name: str) -> bool | None:
+    """A True/False environment variable (None when unset or empty); a clear error for anything else."""
+    value = env.get(name, "").strip()
+    try:
+        return _bool(value) if value else None
+    except argparse.ArgumentTypeError as exc:
+        raise StrataError(f"{name}: {exc}; set it to true or false.") from None
 
 
 def _scale(value: str) -> float:
@@ -236,6 +248,13 @@ def build_parser(prog: str = "strata serve") -> argparse.ArgumentParser:
                    "only to convert a PEFT adapter dir without adapter.gguf on the fly (needs torch)")
     p.add_argument(*_flags("max_body_bytes"), type=int, default=DEFAULT_MAX_BODY, help="largest request body "
                    "accepted (default 1 MiB); bigger ones get 413")
+    p.add_argument(*_flags("soft_prompt"), default=None, metavar="NAME|PATH",
+                   help="default soft prompt (env SOFT_PROMPT): a name under WORKSPACE/soft_prompts/ or a soft prompt "
+                   "dir / softprompt.gguf under an allowed root; applied to every request that sends no "
+                   "\"soft_prompt\" while enabled. A missing or mismatched one stops the start")
+    p.add_argument(*_flags("soft_prompt_enabled"), type=_bool, nargs="?", const=True, default=None,
+                   help="apply the default soft prompt (True/False; env SOFT_PROMPT_ENABLED; default True when a "
+                   "--soft-prompt is given); switch at runtime with POST /soft-prompts {\"enabled\": ...}")
     p.add_argument(*_flags("model_alias"), default=None, help="name of the base in /v1/models (default: file stem)")
     p.add_argument(*_flags("verbose"), type=_bool, nargs="?", const=True, default=False,
                    help="print llama.cpp's own logs")
@@ -284,11 +303,13 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
     except ValueError as exc:
         raise StrataError(f"{exc}; fix the flag or the environment variable.") from None
     model, loras, roots, release = settings.model_path, list(ns.loras or []), list(ns.adapter_roots), None
+    home = None
     if ns.release:
         if ns.model:
             raise StrataError("pass either --release NAME@TAG or --model M.gguf, not both.")
         model, loras, roots, release = _release(settings, ns.release, ns.store or env.get("STRATA_STORE"), loras,
                                                 roots)
+        home = Path(release["path"])  # the release's soft_prompts/NAME/ answer to their names
     return ServeConfig(
         model=model, loras=loras, host=ns.host, port=ns.port, release=release,
         n_ctx=settings.n_ctx, n_threads=settings.n_threads, chat_format=ns.chat_format,
@@ -306,6 +327,9 @@ def parse_argv(argv: Sequence[str], env: dict[str, str] | None = None, prog: str
         or env.get("EMBEDDING_MODEL") else None,
         evidence_top_k=_env_number(env, "GEN_EVIDENCE_TOP_K", int, ns.evidence_top_k, DEFAULT_EVIDENCE_TOP_K),
         min_rank_score=_env_number(env, "GEN_MIN_RANK_SCORE", float, ns.min_rank_score, DEFAULT_MIN_RANK_SCORE),
+        soft_prompt=ns.soft_prompt or env.get("SOFT_PROMPT") or None,
+        soft_prompt_enabled=ns.soft_prompt_enabled if ns.soft_prompt_enabled is not None else (
+            _env_bool(env, "SOFT_PROMPT_ENABLED")), soft_prompt_home=home,
     )
 
 
@@ -317,4 +341,4 @@ def _release(settings: Settings, ref: str, store: str | None, loras: list[tuple[
     pulled = prepare(settings, ref, store, echo=lambda line: print(line, file=sys.stderr))
     mapped = [(str(pulled.adapters / path) if not Path(path).exists() and pulled.manifest.adapter(path) else path,
                scale) for path, scale in loras]
-    return pulled.model, mapped, [*roots, str(pulled.adapters)], pulled.label()
+    return pulled.model, mapped, [*roots, str(pulled.adapters), str(pulled.root / "soft_prompts")], pulled.label()

@@ -25,6 +25,7 @@ from strata.serve.registry import LoraSet, Ref, Registry
 from strata.serve.sampling import SamplerChain
 from strata.serve.scheduler import Scheduler
 from strata.serve.schemas import CompletionRequest, EmbeddingRequest
+from strata.serve.softprompts import SoftPrompt, SoftPrompts, Target
 from strata.serve.text import ChatTemplate
 
 CONTEXT_HINT = "shorten the prompt or start the server with a larger --n_ctx"
@@ -78,6 +79,7 @@ class Engine:
                 ad.peft_converter(config.base_model, self._tmp / "converted"), metrics,
                 free=lambda gone: self.scheduler.free_adapters([a.handle for a in gone]), verbose=config.verbose,
                 max_loaded=config.max_loaded_adapters)
+            self.soft_prompts = self._soft_prompts()
             start = self.registry.resolve([Ref(scale=s, path=p) for p, s in config.loras])
             if config.lora_init_without_apply:
                 start = tuple((a, 0.0) for a, _ in start)
@@ -96,6 +98,34 @@ class Engine:
         # the folder holding each start adapter, so siblings (other topics, other levels) can be swapped in
         roots += [Path(path).expanduser().resolve().parent for path, _ in self.config.loras]
         return [Path(r).expanduser().resolve() for r in roots]
+
+    def _soft_prompts(self) -> SoftPrompts:
+        """The soft-prompt registry on the adapters' roots, with the start default (an error here when enabled and
+        the artifact is missing or does not fit)."""
+        import llama_cpp
+
+        meta = self.model.metadata
+        target = Target(architecture=meta.get("general.architecture", ""),
+                        n_embd=llama_cpp.llama_model_n_embd_inp(self.model.model.model),
+                        fingerprint=meta.get(ad.FINGERPRINT_KEY) or (self.config.release or {}).get("base_fingerprint"))
+        soft = SoftPrompts(target, self.registry.roots, self.config.soft_prompt_home or self.config.workspace)
+        enabled = self.config.soft_prompt_enabled
+        soft.configure(bool(self.config.soft_prompt) if enabled is None else enabled, self.config.soft_prompt)
+        return soft
+
+    async def set_soft_prompts(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """The runtime switch: {"enabled"?, "default"?} (keys left out keep their value); a 4xx leaves the previous
+        state as it was."""
+        soft = self.soft_prompts
+        default = changes["default"] if "default" in changes else soft.default.path if soft.default else None
+        await run_in_threadpool(soft.configure, changes.get("enabled", soft.enabled), default)
+        return soft.listing()
+
+    async def _soft_for(self, req: CompletionRequest) -> SoftPrompt | None:
+        value = req.soft_prompt
+        if isinstance(value, str) and not any(s.path == value or s.name == value for s in self.soft_prompts.loaded.values()):
+            return await run_in_threadpool(self.soft_prompts.for_request, value)  # may read a file
+        return self.soft_prompts.for_request(value)
 
     # -- adapters -------------------------------------------------------------------------------------------
     async def set_adapters(self, refs: list[Ref]) -> list[dict[str, Any]]:
@@ -137,13 +167,15 @@ class Engine:
         tokens = model.tokenize(req.prompt, add_bos=True, special=True) if req.prompt else [model.bos]
         return tokens, req.stop, req.prompt
 
-    def _limits(self, req: CompletionRequest, prompt: list[int]) -> int:
+    def _limits(self, req: CompletionRequest, prompt: list[int], virtual: int = 0) -> int:
+        """Tokens the reply may have; `virtual`: a soft prompt's virtual tokens, which take context too."""
         n_ctx = self.model.n_ctx_seq
         if not prompt:
             raise ApiError(400, "the prompt is empty after tokenizing; send some text.")
-        if len(prompt) >= n_ctx:
-            raise ApiError(400, f"Requested tokens ({len(prompt)}) exceed context window of {n_ctx}; {CONTEXT_HINT}.")
-        room = n_ctx - len(prompt)
+        if len(prompt) + virtual >= n_ctx:
+            used = f"{len(prompt)}" + (f" + {virtual} virtual" if virtual else "")
+            raise ApiError(400, f"Requested tokens ({used}) exceed context window of {n_ctx}; {CONTEXT_HINT}.")
+        room = n_ctx - len(prompt) - virtual
         return room if req.max_tokens is None or req.max_tokens <= 0 else min(req.max_tokens, room)
 
     async def submit(self, req: CompletionRequest) -> tuple[Generation, str]:
@@ -151,7 +183,8 @@ class Engine:
         Every 4xx (bad adapters, too long a prompt, a template that refuses the messages) is raised here, before
         any reply byte is sent."""
         prompt, stops, echoed = await run_in_threadpool(self._prompt, req)
-        max_tokens = self._limits(req, prompt)
+        soft = await self._soft_for(req)
+        max_tokens = self._limits(req, prompt, soft.n_virtual if soft is not None else 0)
         bias = [(t, b) for t, b in req.logit_bias.items()]
         bad = [t for t, _ in bias if not self.model.valid_token(t)]
         if bad:
@@ -170,7 +203,7 @@ class Engine:
         job = Job(prompt=prompt, sampling=sampling, lora=lora,
                   max_tokens=max_tokens, stops=stops, sink=queue.put_nowait, loop=loop,
                   logprobs=req.logprobs, prompt_logprobs=req.echo and req.logprobs is not None,
-                  ignore_eos=req.ignore_eos, reuse_prefix=req.cache_prompt, sampler=sampler)
+                  ignore_eos=req.ignore_eos, reuse_prefix=req.cache_prompt, sampler=sampler, soft=soft)
         try:
             self.scheduler.submit(job)
         except BaseException:

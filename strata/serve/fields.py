@@ -35,6 +35,9 @@ SAMPLING: Spec = {
     "cache_prompt": ((bool,), "reuse a slot's cached prompt prefix (default true; llama-server's name)"),
     "model": ((str, NONE), "an adapter's name picks that adapter alone; anything else is the base model"),
     "lora": ((list, NONE), "adapters for this request only: [{\"id\" | \"path\", \"scale\"}]"),
+    "soft_prompt": ((str, bool, NONE), "a soft prompt (its name under WORKSPACE/soft_prompts/ or a path) whose "
+                                       "virtual tokens go before the prompt; false: none; absent/null: the server's "
+                                       "default while enabled (GET /soft-prompts)"),
     "n": ((int,), "number of choices: only 1"),
     "user": ((str, NONE), "OpenAI's end-user id; accepted, has no effect"),
 }

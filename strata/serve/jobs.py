@@ -30,6 +30,7 @@ class Job:
     loop: Any = None  # an asyncio event loop
     ignore_eos: bool = False
     reuse_prefix: bool = True  # cache_prompt: start from a slot's cached tokens when they match
+    soft: Any = None  # a softprompts.SoftPrompt whose virtual tokens go before the prompt (None: none)
     sampler: Any = None  # a SamplerChain built off the decode thread (a grammar compiles there); None: built in it
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)

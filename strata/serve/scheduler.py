@@ -19,6 +19,7 @@ from strata.serve.metrics import Metrics
 from strata.serve.model import LoadedModel, set_adapters
 from strata.serve.registry import LoraSet, set_key, set_label, set_names
 from strata.serve.sampling import DEFAULT_SEED, SamplerChain, logprobs_at, prompt_logprobs
+from strata.serve.softprompts import Prefill, prefill_markers, sequence
 from strata.serve.text import TextStream
 from strata.serve.turns import Turns
 
@@ -92,6 +93,7 @@ class Scheduler:
         self._reused = llama_cpp.llama_perf_context(model.ctx).n_reused
         self._outbox: list[tuple[Job, Any]] = []  # events of this step, handed over by _flush
         self._batch = llama_cpp.llama_batch_init(model.n_batch, 0, 1)
+        self._prefill: Prefill | None = None  # the soft prompts' embedding batch, made on first use
         self.eog = [t for t in range(model.n_vocab) if model.is_eog(t)]
         self._thread = threading.Thread(target=self._run, name="strata-decode", daemon=True)
         self._thread.start()
@@ -178,6 +180,8 @@ class Scheduler:
             log.error("the decode thread did not stop within %.0fs; leaving the model allocated", timeout)
             return False
         self._lib.llama_batch_free(self._batch)
+        if self._prefill is not None:
+            self._prefill.close()
         return True
 
     # -- the loop --------------------------------------------------------------------------------------------
@@ -234,14 +238,15 @@ class Scheduler:
         """Put a job on the free slot whose cached tokens (same adapter set) share the longest prefix."""
         key = set_key(job.lora)
         free = [s for s in self.slots if s.job is None]
+        seq = sequence(job.soft, job.prompt)  # a soft prompt's virtual tokens (as markers) come first
 
         def reuse(slot: Slot) -> int:
             if job.prompt_logprobs or not job.reuse_prefix or slot.key != key:
                 return 0
-            return common_prefix(slot.cached, job.prompt)
+            return common_prefix(slot.cached, seq)
 
         slot = max(free, key=lambda s: (reuse(s), -s.last_used))
-        keep = min(reuse(slot), len(job.prompt) - 1)
+        keep = min(reuse(slot), len(seq) - 1)
         if keep < len(slot.cached):
             if not self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, keep, -1):
                 self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
@@ -257,7 +262,7 @@ class Scheduler:
                 self._release(job.lora)
                 return
         sampler.accept_prompt(job.prompt[-job.sampling.penalty_last_n:] if job.sampling.penalty_last_n > 0 else [])
-        slot.job, slot.key, slot.todo, slot.sampler = job, key, job.prompt[keep:], sampler
+        slot.job, slot.key, slot.todo, slot.sampler = job, key, seq[keep:], sampler
         slot.label = set_label(job.lora)
         slot.text, slot.generated, slot.next_token, slot.reused = TextStream(job.stops), 0, None, keep
         first = job.prompt[0] if job.prompt_logprobs and job.prompt[0] != self._model.bos else None
@@ -298,7 +303,8 @@ class Scheduler:
         return group
 
     def _move(self, src: Slot, dst: Slot) -> None:
-        """Move a running job and its KV from sequence src.seq to the free sequence dst.seq."""
+        """Move a running job and its KV from sequence src.seq to the free sequence dst.seq (a soft prompt's
+        virtual tokens too: their KV is copied like any other, and their markers move in `cached`)."""
         memory, lib = self._model.memory, self._lib
         lib.llama_memory_seq_rm(memory, dst.seq, -1, -1)
         lib.llama_memory_seq_cp(memory, src.seq, dst.seq, -1, -1)
@@ -334,6 +340,9 @@ class Scheduler:
             for slot in group:
                 self._fail(slot, exc)
             return
+        # a soft prompt's virtual tokens lead its to-do list: decode them as an embedding batch first
+        group = [s for s in group if not (s.next_token is None and s.todo and s.todo[0] < 0)
+                 or self._soft_prefill(s)]
         counts = self._plan(group)
         plan: list[tuple[Slot, int, int]] = []  # slot, first batch index, tokens added
         n = 0
@@ -402,6 +411,23 @@ class Scheduler:
         metrics.decode_calls.labels(label).inc()
         metrics.set_seconds.labels(label).inc(took)
 
+    def _soft_prefill(self, slot: Slot) -> bool:
+        """Decode the soft prompt's virtual tokens still to evaluate (the markers leading slot.todo) as an embedding
+        batch into the slot's sequence, under the adapter set already applied; False when the slot failed."""
+        rows, count = prefill_markers(slot.job.soft, slot.todo)
+        if self._prefill is None:
+            self._prefill = Prefill(self._model.n_batch, rows.shape[1])
+        with self._model.adapters_lock if self._reserve else nullcontext():  # see _step
+            rc = self._prefill.decode(self._model.ctx, rows, slot.seq, len(slot.cached))
+        if rc != 0:
+            self._drop_cache(slot)
+            self._fail(slot, ApiError(500 if rc < 0 else 503, f"llama_decode of the soft prompt failed (code {rc}); "
+                                                              "the request was dropped, the server carries on."))
+            return False
+        slot.cached.extend(slot.todo[:count])  # the markers: a later request with the same soft prompt reuses them
+        slot.todo = slot.todo[count:]
+        return True
+
     def _drop_cache(self, slot: Slot) -> None:
         """Forget a sequence's KV (after a failure nothing it holds may be reused)."""
         self._lib.llama_memory_seq_rm(self._model.memory, slot.seq, -1, -1)
@@ -416,7 +442,7 @@ class Scheduler:
         else:
             chunk, slot.todo = slot.todo[:count], slot.todo[count:]
             if job.prompt_logprobs:  # output i predicts the prompt token after it
-                base = len(slot.cached)
+                base = len(slot.cached) - (job.soft.n_virtual if job.soft is not None else 0)
                 following = job.prompt[base + 1:base + 1 + count]
                 for token, (lp, top) in zip(following, prompt_logprobs(self._model.ctx, first, self._model.n_vocab,
                                                                         following, job.logprobs or 0)):

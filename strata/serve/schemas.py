@@ -121,6 +121,7 @@ class CompletionRequest:
     ignore_eos: bool = False
     cache_prompt: bool = True
     logit_bias: dict[int, float] = field(default_factory=dict)
+    soft_prompt: str | bool | None = None  # a name/path, False for none, None for the server's default
 
 
 def _check_types(body: dict, path: str) -> None:
@@ -259,7 +260,31 @@ def parse_completion(body: Any, kind: str, max_scale: float = DEFAULT_MAX_LORA_S
                              stop=check_stops(body.get("stop")), stream=body.get("stream", False),
                              model=body.get("model"), lora=refs, include_usage=bool(options.get("include_usage")),
                              ignore_eos=body.get("ignore_eos", False), logit_bias=_logit_bias(body.get("logit_bias")),
-                             cache_prompt=body.get("cache_prompt", True), **extra)
+                             cache_prompt=body.get("cache_prompt", True), soft_prompt=_soft_prompt(body), **extra)
+
+
+def _soft_prompt(body: dict[str, Any]) -> str | bool | None:
+    value = body.get("soft_prompt")
+    if value is True:
+        raise ApiError(400, "\"soft_prompt\" must be a soft prompt's name or path, false (none) or null (the server's "
+                            "default); true names none.")
+    return check_path(value, "soft_prompt") if isinstance(value, str) else value
+
+
+SOFT_PROMPT_KEYS = {"enabled": (bool,), "default": (str, type(None))}
+
+
+def parse_soft_prompt_body(body: Any) -> dict[str, Any]:
+    """POST /soft-prompts: {"enabled": true|false, "default": NAME|PATH|null}, either key optional."""
+    if not isinstance(body, dict) or not body or set(body) - set(SOFT_PROMPT_KEYS):
+        raise ApiError(400, "body must be {\"enabled\": true|false, \"default\": NAME|PATH|null} (either key may be "
+                            "left out)")
+    for key, value in body.items():
+        if not _is(value, SOFT_PROMPT_KEYS[key]):
+            raise ApiError(400, f"\"{key}\" must be {_kinds(SOFT_PROMPT_KEYS[key])}, got {value!r:.80}")
+    if isinstance(body.get("default"), str):
+        check_path(body["default"], "default")
+    return body
 
 
 @dataclass
