@@ -70,7 +70,7 @@ def test_no_cross_talk_between_sets_with_global_flips(server, lora_dirs, fresh_r
                 flips.append(client.post("/lora-adapters", json={"adapters": [{"path": p, "scale": s}
                                                                               for p, s in chosen]}).status_code)
                 i += 1
-                done.wait(0.2)
+                done.wait(0.02)  # fast enough that a quiet machine finishing all 24 replies still sees flips
 
     def worker(i: int) -> list[tuple[str | None, str, str]]:
         out = []
