@@ -186,7 +186,7 @@ def test_a_load_beyond_max_loaded_adapters_is_429_when_every_loaded_adapter_is_i
 
 
 def test_vectorized_prompt_logprobs_equal_the_row_by_row_values(config_for, monkeypatch):
-    from strata.serve import sampling, scheduler
+    from strata.serve import replies, sampling
 
     def echo(eng: Engine) -> list:
         log: list = []
@@ -200,7 +200,7 @@ def test_vectorized_prompt_logprobs_equal_the_row_by_row_values(config_for, monk
 
     with engine(config_for, parallel=1) as eng:
         fast = echo(eng)
-        monkeypatch.setattr(scheduler, "prompt_logprobs", lambda ctx, first, n_vocab, tokens, top: [
+        monkeypatch.setattr(replies, "prompt_logprobs", lambda ctx, first, n_vocab, tokens, top: [
             sampling.logprobs_at(ctx, first + k, n_vocab, t, top) for k, t in enumerate(tokens)])
         slow = echo(eng)
     assert len(fast) == len(slow) > 8
