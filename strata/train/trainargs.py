@@ -24,10 +24,13 @@ OWNED = {"output_dir": "the adapter dir's checkpoints/", "max_steps": "max_steps
 
 
 def planned_steps(n_blocks: int, cfg: TrainPreset, world_size: int = 1, tokens: int | None = None) -> int:
-    """Optimiser steps the Trainer will run: epochs x ceil(batches per rank / grad_accum), or with `step_tokens` a
-    budget of epochs x tokens / step_tokens; at least `min_steps`, at most `max_steps`."""
+    """Optimiser steps the Trainer will run: `max_steps` when set (like TrainingArguments.max_steps, it overrides
+    epochs), else epochs x ceil(batches per rank / grad_accum); with `step_tokens`, a budget of epochs x tokens /
+    step_tokens, at least `min_steps` and at most `max_steps`."""
     if n_blocks < 1:
         raise StrataError("no training blocks: the selected records produced no tokens; check the dataset and topics")
+    if cfg.max_steps and not (cfg.step_tokens and tokens is not None):
+        return cfg.max_steps
     if cfg.step_tokens and tokens is not None:
         steps = math.ceil(cfg.epochs * tokens / cfg.step_tokens)
     else:

@@ -21,7 +21,7 @@ class TrainPreset:
     target_modules: list[str] = field(default_factory=lambda: ["attention"])
     lr: float = 2e-4
     epochs: float = 1.0
-    max_steps: int | None = None  # caps optimiser steps (None: as many as `epochs` gives)
+    max_steps: int | None = None  # optimiser steps, overriding epochs; with step_tokens, the budget's cap
     # a step budget from the data's tokens (topic layers): epochs x tokens / step_tokens optimiser steps, at least
     # min_steps; None: epochs x batches as usual
     step_tokens: int | None = None
