@@ -105,12 +105,12 @@ def test_build_all_dry_run_plans_every_stage_and_writes_nothing(kit_ws, tmp_path
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     out = result.output
-    names = ["pretest", "dataset", "synthesize", "level1", "level2", "topics", "merge", "convert", "gate", "archive"]
+    names = ["pretest", "dataset", "index", "synthesize", "level1", "level2", "topics", "merge", "convert", "gate", "archive"]
     for number, name in enumerate(names, 1):
-        assert f"[{number}/10] {name}: would run" in out, out
-    assert "[4/10] level1: would run (after dataset, synthesize)" in out and "missing: train, val" in out
+        assert f"[{number}/{len(names)}] {name}: would run" in out, out
+    assert "[5/11] level1: would run (after dataset, synthesize)" in out and "missing: train, val" in out
     assert "steps: not counted yet" in out and "does not exist; training data: run `strata build dataset`" in out
-    assert "dry run: 10 of 10 stages would run; nothing was run or written" in out
+    assert "dry run: 11 of 11 stages would run; nothing was run or written" in out
     assert tree(settings.workspace) == before
 
     rows = user_rows("messages", 9)  # user rows: every training stage is counted from them
