@@ -170,26 +170,6 @@ KNOWN_BROKEN: dict[str, str] = {
         "gate on the tiny base: a topic layer did not beat base on its own topic (-0.009 ppl gain on ASC_Leases)",
     "tests/qa/test_gate.py::test_a_layer_trained_on_another_topic_fails_and_promote_refuses_it":
         "gate on the tiny base: the deliberately bad layer's verdict is not yet stable",
-    "tests/train/arch/test_targets.py::test_plan_and_summary_show_the_modules_actually_wrapped":
-        "dry-run plan line changed with flattened per-row batches (#22 merge)",
-    "tests/train/test_dry_runs.py::test_preference_dry_run_builds_dpo_config_and_one_batch":
-        "DPO dry-run step count differs after the #22 merge (2 vs 16 max_steps)",
-    "tests/train/test_preferences.py::test_dpo_layer_moves_the_served_gguf_toward_chosen":
-        "DPO summary/method check broke in the #22 merge",
-    "tests/train/test_preferences.py::test_cli_trains_a_preference_level_on_the_levels_below":
-        "workspace created twice (FileExistsError) after the #22 merge",
-    "tests/train/test_train_levels.py::test_training_lowers_eval_loss_and_writes_every_record":
-        "block/step counts changed with flattened per-row batches (#22 merge)",
-    "tests/train/test_train_options.py::test_dry_run_prints_the_plan_and_writes_nothing":
-        "planned steps changed with flattened per-row batches (#22 merge): 7 vs 12 expected",
-    "tests/train/test_train_options.py::test_preset_trainer_mapping_reaches_training_arguments":
-        "planned steps changed with flattened per-row batches (#22 merge)",
-    "tests/train/test_train_options.py::test_cli_seed_alias_trains_level1":
-        "planned steps changed with flattened per-row batches (#22 merge)",
-    "tests/train/test_train_parts.py::test_planned_steps_follow_the_trainers_count":
-        "planned_steps vs the Trainer's count disagree after the #22 merge (1 vs 7)",
-    "tests/train/test_user_data.py::test_user_rows_of_each_shape_train_a_layer":
-        "the chat shapes (prompt_response-chat, messages-chat) fail after the #22 merge",
     "tests/pipeline/test_train_all.py::test_train_all_runs_then_skips_then_resumes_from_a_failed_stage":
         "not run since index + synthesize + gate stages were merged into one pipeline",
     "tests/test_demo.py::test_demo_runs_every_stage_and_leaves_pod_paths_alone":

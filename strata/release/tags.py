@@ -101,10 +101,12 @@ def promote(store: Store, ref: str, tag: str, force: bool = False) -> tuple[dict
 
 
 def qa_problems(manifest: Manifest) -> list[str]:
-    """Why a release is not QA-clean: no QA results, or each failed gate by name."""
+    """Why a release is not QA-clean, every reason at once: no QA results or each failed QA gate, and each layer
+    that failed the base-vs-layer gate, by name."""
     if manifest.qa is None:
-        return [f"{manifest.name}@{manifest.version} carries no QA results (run `strata qa` on the build pod "
-                "before `strata release publish`)"]
-    problems = [f"QA gate {g.get('spec')} failed ({g.get('message')})" for g in manifest.failed_gates()]
+        problems = [f"{manifest.name}@{manifest.version} carries no QA results (run `strata qa` on the build pod "
+                    "before `strata release publish`)"]
+    else:
+        problems = [f"QA gate {g.get('spec')} failed ({g.get('message')})" for g in manifest.failed_gates()]
     return problems + [f"layer {a['name']} failed the base-vs-layer gate ({'; '.join(a['gate'].get('reasons') or [])})"
                        for a in manifest.failed_layers()]

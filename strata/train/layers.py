@@ -54,7 +54,7 @@ def describe_levels(level_dirs: list[Path]) -> list[dict[str, Any]]:
     out = []
     for folder in level_dirs:
         summary = read_summary(folder) or {}
-        out.append({"path": str(folder), "level": summary.get("level"),
+        out.append({"name": folder.name, "path": str(folder), "level": summary.get("level"),
                     "adapter_sha256": summary.get("adapter_sha256"),
                     "base_fingerprint": summary.get("base_fingerprint")})
     return out

@@ -86,7 +86,8 @@ def training_arguments(cfg: TrainPreset, output_dir: Path, *, steps: int, device
     try:
         return args_class(**(values | passed | dict(extra or {})))
     except (TypeError, ValueError) as exc:
-        raise StrataError(f"the preset's training settings were rejected by {args_class.__name__}: {exc}") from None
+        owner = f"{args_class.__module__.split('.')[0]}.{args_class.__name__}"  # transformers.TrainingArguments
+        raise StrataError(f"the preset's training settings were rejected by {owner}: {exc}") from None
 
 
 def init_fields(kind: type) -> set[str]:

@@ -45,7 +45,7 @@ def built(tmp_path_factory, sample_pdfs, tiny_base):
 def test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix(built):
     settings, record, printed = built
     stages = {s["name"]: s for s in record["stages"]}
-    assert list(stages)[:4] == ["pretest", "dataset", "synthesize", "level1"] and "gate" in stages
+    assert list(stages)[:5] == ["pretest", "dataset", "index", "synthesize", "level1"] and "gate" in stages
     gate = stages["gate"]["result"]
     assert set(gate["matrix"]) == {"base", *TOPICS} and set(gate["topics"]) >= set(TOPICS)  # columns: every topic
     for row in gate["matrix"].values():

@@ -108,7 +108,7 @@ def test_cli_trains_a_preference_level_on_the_levels_below(trained, tmp_path):
     from strata.settings import Settings
 
     settings = Settings.resolve(workspace=tmp_path / "ws", base_model=trained.base_model, n_threads=1)
-    shutil.copytree(trained.workspace, settings.workspace)
+    shutil.copytree(trained.workspace, settings.workspace, dirs_exist_ok=True)  # resolve() made the folder
     prefs = write_prefs(tmp_path / "prefs.jsonl")
     result = CliRunner().invoke(cli, ["build", "train", "--workspace", str(settings.workspace), "--level", "3",
                                       "--preferences", str(prefs), "--max-steps", "2", "--no-progress"],

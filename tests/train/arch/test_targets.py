@@ -61,7 +61,7 @@ def test_plan_and_summary_show_the_modules_actually_wrapped(on_family, train1, m
     """Phi-3 fuses q/k/v and gate/up: the plan names qkv_proj+o_proj and the parameters LoRA really adds there."""
     settings = on_family("phi3")
     train1(settings, dry_run=True)
-    line = capsys.readouterr().out.splitlines()[-1]
+    line = next(line for line in capsys.readouterr().out.splitlines() if "trainable" in line)  # the plan line
     modules = {name: module for name, module in models["phi3"].named_modules()
                if name.rsplit(".", 1)[-1] in ("qkv_proj", "o_proj")}
     params = sum(8 * (m.in_features + m.out_features) for m in modules.values())  # level 1: r=8
