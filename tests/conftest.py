@@ -170,10 +170,6 @@ KNOWN_BROKEN: dict[str, str] = {
         "gate on the tiny base: a topic layer did not beat base on its own topic (-0.009 ppl gain on ASC_Leases)",
     "tests/qa/test_gate.py::test_a_layer_trained_on_another_topic_fails_and_promote_refuses_it":
         "gate on the tiny base: the deliberately bad layer's verdict is not yet stable",
-    "tests/pipeline/test_train_all.py::test_train_all_runs_then_skips_then_resumes_from_a_failed_stage":
-        "not run since index + synthesize + gate stages were merged into one pipeline",
-    "tests/test_demo.py::test_demo_runs_every_stage_and_leaves_pod_paths_alone":
-        "not run since the ask and gate stages were merged into one demo",
 }
 
 
