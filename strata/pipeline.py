@@ -62,7 +62,7 @@ PATHS: dict[str, Callable[[Settings], Path]] = {
     "model": lambda s: s.model_path,
     "archive": lambda s: s.pdf_archive,
     "index": lambda s: s.workspace / "index.sqlite",
-    "embedder": lambda s: Path(os.environ.get("EMBEDDING_MODEL") or s.models / "no-embedder"),  # identity only
+    "embedder": lambda s: _embedder() or s.models / "no-embedder",  # identity only
 }
 
 
@@ -214,8 +214,14 @@ def _gate(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
 def _index(settings: Settings, options: Options, echo: Echo) -> dict[str, Any]:
     from strata.index.builder import build_index
 
-    return build_index(settings, embedding_model=os.environ.get("EMBEDDING_MODEL") or None, progress=options.progress,
-                       echo=echo)
+    return build_index(settings, embedding_model=_embedder(), progress=options.progress, echo=echo)
+
+
+def _embedder() -> Path | None:
+    """EMBEDDING_MODEL (`none`: lexical only), else the kit's MiniLM GGUF when `strata kit embedder` has made it."""
+    from strata.kit.embedder import embedder_setting
+
+    return embedder_setting(os.environ.get("EMBEDDING_MODEL"))
 
 
 def _merge(settings: Settings, options: Options, echo: Echo) -> str:

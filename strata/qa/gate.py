@@ -163,7 +163,7 @@ def run_gate(settings: Settings, *, model: str | Path | None = None, preset: str
             bar.update(len(general))
     for layer in plan:
         base_out = [r.get("output") for r in outputs[BASE]]
-        drift = [1 - m.rouge_l(r["output"], b) for r, b in zip(outputs[layer.name], base_out)
+        drift = [m.drift(r["output"], b) for r, b in zip(outputs[layer.name], base_out)
                  if "error" not in r and b is not None]
         probes[layer.name] = _cell(outputs[layer.name]) | {"drift": m.mean(drift)}
     verdicts = {name: verdict(name, topic, matrix, probes, knobs) for name, topic in topic_of.items()}

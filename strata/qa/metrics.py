@@ -46,6 +46,12 @@ def rouge_l(prediction: str, reference: str) -> float:
     return float(scorer.score(reference, prediction)["rougeL"].fmeasure)
 
 
+def drift(output: str, base_output: str) -> float:
+    """How far an answer moved from the base's answer to the same prompt: 0 when identical, else 1 - ROUGE-L
+    (so a base compared with itself is 0 even when its words are ones ROUGE's tokenizer drops)."""
+    return 0.0 if output == base_output else 1.0 - rouge_l(output, base_output)
+
+
 def bleu(prediction: str, reference: str) -> float:
     """Sentence BLEU from sacrebleu, on sacrebleu's usual 0-100 scale (13a tokenizer, exp smoothing)."""
     import sacrebleu

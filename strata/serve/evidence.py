@@ -59,11 +59,12 @@ def open_evidence(config: ServeConfig) -> Evidence:
     try:
         meta = store.meta()
         embed = None
-        if config.embedding_model:
+        model = config.embedding_model or _default_embedder(meta.embedder)
+        if model:
             from strata.index.embedder import GgufEmbedder, fingerprint
 
-            check_meta(meta, store.where, None, None, fingerprint(config.embedding_model))
-            embed = GgufEmbedder(config.embedding_model, max(1, config.n_threads // 2))
+            check_meta(meta, store.where, None, None, fingerprint(model))
+            embed = GgufEmbedder(model, max(1, config.n_threads // 2))
         settings = Settings.resolve(workspace=workspace)
         if config.release:
             base = _release_base(release_root)
@@ -79,6 +80,15 @@ def open_evidence(config: ServeConfig) -> Evidence:
                                      " (the index holds no vectors: built without --embedding-model)")
     note = f"evidence index {store.where}: {meta.n_chunks} chunks, {meta.fingerprint()}; {searcher.mode}{why}"
     return Evidence(searcher, bindings, note)
+
+
+def _default_embedder(recorded: str | None) -> Path | None:
+    """The kit's MiniLM GGUF (`strata kit embedder`) when the index holds its vectors and none was named."""
+    from strata.index.embedder import fingerprint
+    from strata.kit.embedder import default_embedder
+
+    path = default_embedder() if recorded else None
+    return path if path is not None and fingerprint(path) == recorded else None
 
 
 def _release_base(root: Path) -> str | None:

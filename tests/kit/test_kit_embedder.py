@@ -67,3 +67,4 @@ def test_minilm_gguf_ranks_like_sentence_transformers(real_cache: Path, tmp_path
     assert list(np.argsort(-got_cos)) == list(np.argsort(-want_cos))
     assert np.abs(got_cos - want_cos).max() < 0.01
     assert np.abs((got * want).sum(axis=1) - 1).max() < 1e-3  # the same vectors, not only the same order
+

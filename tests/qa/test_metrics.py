@@ -59,3 +59,13 @@ def test_best_index_respects_direction():
     assert m.best_index([3.0, 2.0, None], "perplexity") == 1
     assert m.best_index([None, None], "f1") is None and m.best_index([0.0, 0.0], "f1") is None
     assert m.mean([1.0, None, 3.0]) == 2.0 and m.mean([None]) is None
+
+
+def test_drift_is_zero_for_the_same_answer_even_without_words():
+    # ROUGE's tokenizer keeps only [a-z0-9] runs: a tiny model's "§§ ¶" has no tokens, so ROUGE-L of it with itself
+    # is 0 and 1 - ROUGE-L would call the base 100 % drifted from itself
+    assert m.rouge_l("§§ ¶", "§§ ¶") == 0.0 and m.drift("§§ ¶", "§§ ¶") == 0.0
+    assert m.drift("the lessee records a liability", "the lessee records a liability") == 0.0
+    # one word of three differs: LCS 2, P = R = 2/3
+    assert m.drift("lessee records liability", "lessee records asset") == pytest.approx(1 - 2 / 3)
+    assert m.drift("goodwill", "lease") == 1.0
