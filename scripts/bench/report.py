@@ -195,7 +195,7 @@ def chart(summary: dict, dest: Path) -> None:
 
     p = summary["peers"]
     names = [n for n in PEERS if n in p]
-    colors = {STRATA: "#2a7ab0", LLAMA_SERVER: "#e08a1e", LLAMA_CPP_PYTHON: "#6a9f3a"}
+    colors = {STRATA: "#2a7ab0", STRATA_NP1: "#86b8db", LLAMA_SERVER: "#e08a1e", LLAMA_CPP_PYTHON: "#6a9f3a"}
     panels = [("1 stream, tok/s", ["decode_tps", "adapter_decode_tps"], ["bare", "adapter"]),
               ("4 streams, aggregate tok/s", ["concurrent_same_tps", "concurrent_mixed_tps"], ["same", "mixed"]),
               ("Adapter switch p50, ms", ["switch_p50_ms", "post_during_p50_ms"], ["idle", "during streams"]),

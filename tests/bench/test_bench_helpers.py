@@ -95,7 +95,7 @@ def test_ratio_interval_brackets_the_ratio_of_medians_and_widens_with_noise():
     assert stats.fmt_interval((1.0, 0.9, 1.1)) == "1.00 [0.90, 1.10]"
 
 
-def test_table_shows_intervals_and_the_parallel_1_rows():
+def test_table_shows_intervals_and_the_parallel_1_rows(tmp_path):
     from peers import STRATA_NP1
 
     raw = _raw({STRATA: {"single": [_sample(30, 0.1), _sample(34, 0.1)], "configs": {"strata": "--parallel 4"}},
@@ -110,3 +110,5 @@ def test_table_shows_intervals_and_the_parallel_1_rows():
     table = report.markdown(raw, summary)
     assert "strata --parallel 1 vs llama-server -np 1 | 42.00 | 40.00" in table
     assert "1.05 [" in table and "0.80 [" in table
+    report.write(raw, tmp_path)  # the chart has a colour for every peer (a real run crashed here on --parallel 1)
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
