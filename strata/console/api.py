@@ -60,8 +60,22 @@ async def set_adapters(request: Request, console: Console) -> Response:
 
 
 async def chat(request: Request, console: Console) -> Response:
-    """Playground and Compare: one chat completion, streamed, with the request's own `lora` set."""
+    """Playground and Compare: one chat completion, streamed, with the request's own `lora` set (and soft prompt)."""
     return await console.upstream.forward(request, "chat")
+
+
+async def soft_prompts(request: Request, console: Console) -> Response:
+    """The soft prompts a request can name: every one trained under the served workspace (by name) and every one
+    loaded by path, with the server's default; an engine error is a message, not a broken page."""
+    code, listing, _ = await _engine_json(console, "soft_prompts.list")
+    if code != 200 or not isinstance(listing, dict):
+        return JSONResponse({"choices": [], "default": None, "error": _engine_error(code, listing).message})
+    choices = [{"name": name, "value": name} for name in listing.get("available") or []]
+    named = {c["name"] for c in choices}
+    choices += [{"name": s["name"], "value": s["path"]} for s in listing.get("soft_prompts") or []
+                if s.get("name") not in named]
+    return JSONResponse({"choices": choices, "default": listing.get("default") if listing.get("enabled") else None,
+                         "error": None})
 
 
 async def engine_status(request: Request, console: Console) -> Response:

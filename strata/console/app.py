@@ -79,6 +79,7 @@ def routes() -> list[Any]:
         Route("/api/console/adapters", guarded(api.adapters), methods=["GET"]),
         Route("/api/console/adapters", guarded(api.set_adapters), methods=["POST"]),
         Route("/api/console/chat", guarded(api.chat), methods=["POST"]),
+        Route("/api/console/soft-prompts", guarded(api.soft_prompts), methods=["GET"]),
         Route("/api/console/status", guarded(api.engine_status), methods=["GET"]),
         Route("/api/console/qa", guarded(api.qa), methods=["GET"]),
         Route("/api/console/arena/match", guarded(api.arena_match), methods=["POST"]),

@@ -19,6 +19,7 @@ ROUTES: dict[str, tuple[str, str, str]] = {
     "health": ("GET", "/health", "health"),
     "metrics": ("GET", "/metrics", "metrics"),
     "models": ("GET", "/v1/models", "models"),
+    "soft_prompts.list": ("GET", "/soft-prompts", "soft-prompts"),
 }
 PASSED_HEADERS = ("content-type", "x-strata-adapters", "cache-control")
 
@@ -51,6 +52,7 @@ class Local:
             "adapters.list": serve_app.list_adapters, "adapters.set": serve_app.set_adapters,
             "chat": serve_app._completion_handler("chat"), "health": serve_app.health,
             "metrics": serve_app.metrics, "models": serve_app.models,
+            "soft_prompts.list": serve_app.list_soft_prompts,
         }
         self.app: Any = None  # set when the console is mounted (the serve app itself)
 

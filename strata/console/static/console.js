@@ -150,6 +150,30 @@ function setPicker(container, info, prefix, ticked = []) {
     path: b.dataset.path, scale: parseFloat($(`#${b.id}-scale`).value) }));
 }
 
+// A soft-prompt picker: a labelled select of the soft prompts the server can apply; returns the request field
+// ({} leaves the server's default, {soft_prompt: false} turns it off, else {soft_prompt: name or path}).
+let softCache = null;
+async function softInfo() {
+  if (!softCache) {
+    const reply = await api("/api/console/soft-prompts");
+    softCache = reply.ok ? reply.data : { choices: [], default: null, error: errorText(reply.status, reply.data) };
+    if (softCache.error) say(softCache.error, "error");
+  }
+  return softCache;
+}
+
+function softPicker(container, info, prefix) {
+  const id = `${prefix}-soft`;
+  // option values are positions, never the names themselves: a folder may be called anything
+  const options = [el("option", { value: "default" }, info.default ? `server default (${info.default})` : "none")];
+  if (info.default) options.push(el("option", { value: "off" }, "none"));
+  info.choices.forEach((c, i) => options.push(el("option", { value: String(i) }, c.name)));
+  const select = el("select", { id }, ...options);
+  container.replaceChildren(el("label", { for: id }, "Soft prompt"), select);
+  return () => select.value === "default" ? {} : select.value === "off" ? { soft_prompt: false }
+    : { soft_prompt: info.choices[parseInt(select.value, 10)].value };
+}
+
 // ---- Adapters page --------------------------------------------------------------------------------------------
 async function adaptersPage() {
   const render = async () => {
@@ -192,6 +216,7 @@ async function adaptersPage() {
 // ---- Playground -----------------------------------------------------------------------------------------------
 async function playgroundPage() {
   const getSet = setPicker($("#set"), await adapterInfo(), "pg");
+  const getSoft = softPicker($("#soft"), await softInfo(), "pg");
   let history = [];
   $("#reset").addEventListener("click", () => { history = []; $("#conversation").replaceChildren(); });
   $("#chat-form").addEventListener("submit", async ev => {
@@ -206,7 +231,8 @@ async function playgroundPage() {
     try {
       const messages = system ? [{ role: "system", content: system }, ...history] : history;
       const grammar = $("#grammar").value.trim();
-      const result = await streamChat({ messages, lora: getSet(), ...sampling(), ...(grammar ? { grammar } : {}) },
+      const result = await streamChat({ messages, lora: getSet(), ...getSoft(), ...sampling(),
+                                        ...(grammar ? { grammar } : {}) },
                                       t => { reply.textContent = t; });
       history.push({ role: "assistant", content: result.text });
       $("#adapters-header").textContent = result.header;
@@ -244,18 +270,22 @@ function diffNodes(reference, other) {
 
 async function comparePage() {
   const info = await adapterInfo();
+  const soft = await softInfo();
   const grid = $("#columns-grid");
   let pickers = [];
+  let softs = [];
   const build = () => {
     const count = Math.min(6, Math.max(2, parseInt($("#columns").value || "3", 10)));
     const names = choices(info);
     grid.replaceChildren();
     pickers = [];
+    softs = [];
     for (let c = 0; c < count; c++) {
       const sets = el("div", { class: "set" });
+      const softBox = el("div", { class: "soft" });
       const column = el("article", { class: "column", dataset: { column: c } },
         el("h2", {}, c === 0 ? "Column 1 (reference)" : `Column ${c + 1}`),
-        el("fieldset", {}, el("legend", {}, `Adapters of column ${c + 1}`), sets),
+        el("fieldset", {}, el("legend", {}, `Adapters of column ${c + 1}`), sets, softBox),
         el("dl", { class: "stats" }, el("dt", {}, "X-Strata-Adapters"), el("dd", { class: "hdr" }, "–"),
            el("dt", {}, "latency"), el("dd", { class: "lat" }, "–"), el("dt", {}, "TTFT"), el("dd", { class: "ttft" }, "–"),
            el("dt", {}, "tokens/s"), el("dd", { class: "tps" }, "–"), el("dt", {}, "words differing"),
@@ -264,6 +294,7 @@ async function comparePage() {
       grid.append(column);
       const ticked = c === 0 || !names[c - 1] ? [] : [names[c - 1].path];
       pickers.push(setPicker(sets, info, `col${c}`, ticked));
+      softs.push(softPicker(softBox, soft, `col${c}`));
     }
   };
   $("#set-columns").addEventListener("click", build);
@@ -278,7 +309,7 @@ async function comparePage() {
       const out = $(".output", column);
       out.textContent = "";
       column.dataset.started = String(performance.now());
-      return streamChat({ messages, lora: pickers[c](), ...sampling() }, t => { out.textContent = t; })
+      return streamChat({ messages, lora: pickers[c](), ...softs[c](), ...sampling() }, t => { out.textContent = t; })
         .then(result => {
           column.dataset.ended = String(performance.now());
           $(".hdr", column).textContent = result.header;
