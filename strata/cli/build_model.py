@@ -177,12 +177,27 @@ def merge(settings: Settings, levels: str | None, out: str | None) -> None:
               help="Any llama.cpp type: Q4_K_M, Q5_K_M, Q6_K, Q8_0, F16, ...")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Quantized GGUF path (default: MODEL_PATH).")
 @click.option("--preset", default="convert", show_default=True, help="Fidelity thresholds: preset name or .yaml path.")
+@click.option("--embedding", "embedding_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Instead: convert this BERT-family sentence embedder (HF or sentence-transformers folder) to an F16 "
+                   "GGUF for `strata build index` / `strata serve --embedding-model` (--out default: "
+                   "models/<folder>-f16.gguf; --quant and --preset do not apply).")
 @workspace_option
 @friendly_errors
-def convert(settings: Settings, hf_dir: str | None, quant: str, out: str | None, preset: str) -> None:
-    """HF dir -> F16 GGUF -> quantized GGUF at MODEL_PATH, promoted only if the fidelity checks pass."""
+def convert(settings: Settings, hf_dir: str | None, quant: str, out: str | None, preset: str,
+            embedding_dir: str | None) -> None:
+    """HF dir -> F16 GGUF -> quantized GGUF at MODEL_PATH, promoted only if the fidelity checks pass; with
+    --embedding, a sentence embedder -> F16 GGUF that llama.cpp has embedded a sentence with."""
     from pathlib import Path
 
+    if embedding_dir:
+        from strata.export.embedder_gguf import convert_embedder
+
+        if hf_dir:
+            raise click.UsageError("--embedding converts an embedder; --hf converts the chat model: pass one of them")
+        folder = Path(embedding_dir)
+        convert_embedder(folder, Path(out) if out else settings.models / f"{folder.resolve().name}-f16.gguf",
+                         echo=click.echo)
+        return
     from strata.export.convert import convert_model
 
     convert_model(settings, Path(hf_dir) if hf_dir else None, quant, Path(out) if out else None, preset=preset,

@@ -37,15 +37,11 @@ def embedder_hf(echo: Echo = print) -> Path:
 def make_embedder(dest: Path | None = None, echo: Echo = print) -> Path:
     """Convert the wheel's MiniLM to `<cache>/embedder/all-MiniLM-L6-v2-f16.gguf` once (llama.cpp's version-matched
     convert_hf_to_gguf.py, mean pooling from the folder's pooling config); `dest` also gets a copy. Returns the GGUF."""
-    from strata.llamacpp import convert_hf
+    from strata.export.embedder_gguf import convert_embedder
 
     gguf = cache_root() / EMBEDDER_GGUF
     if not gguf.is_file():
-        hf = embedder_hf(echo)
-        echo(f"converting {hf} to {gguf.name} with llama.cpp's convert_hf_to_gguf.py")
-        staged = gguf.with_name(f".{gguf.name}.partial")
-        convert_hf(hf, staged, "f16", model_name="all-MiniLM-L6-v2", log=gguf.with_name(gguf.name + ".log"))
-        staged.rename(gguf)
+        convert_embedder(embedder_hf(echo), gguf, model_name="all-MiniLM-L6-v2", echo=echo)
     if dest is None:
         return gguf
     dest = Path(dest)

@@ -68,3 +68,24 @@ def test_minilm_gguf_ranks_like_sentence_transformers(real_cache: Path, tmp_path
     assert np.abs(got_cos - want_cos).max() < 0.01
     assert np.abs((got * want).sum(axis=1) - 1).max() < 1e-3  # the same vectors, not only the same order
 
+
+
+def test_build_convert_embedding_writes_a_gguf_llama_cpp_embeds_with(real_cache: Path, workspace, tmp_path: Path):
+    """`strata build convert --embedding HF_DIR` (the command the index's errors name) converts MiniLM's folder and
+    checks llama.cpp embeds with it; a folder that is no model leaves nothing behind."""
+    from strata.cli import main
+    from strata.kit.embedder import embedder_hf
+
+    hf = embedder_hf(echo=lambda _: None)
+    out = tmp_path / "minilm.gguf"
+    result = CliRunner().invoke(main, ["build", "convert", "--embedding", str(hf), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "384 dims" in result.output and 40e6 < out.stat().st_size < 60e6
+    got = llama_embeddings(out, [QUERY, *CANDIDATES])
+    assert np.argmax(got[1:] @ got[0]) == 0  # the relevant candidate ranks first, as sentence-transformers has it
+
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["build", "convert", "--embedding", str(empty), "--out", str(tmp_path / "x.gguf")])
+    assert result.exit_code == 1 and "holds no readable config.json" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith("gguf") or ".partial" in p.name) == ["minilm.gguf"]
