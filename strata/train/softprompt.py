@@ -163,14 +163,16 @@ def _records(settings: Settings, train_files: list[Path], cfg: SoftPromptPreset,
              max_samples: int | None) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """(train rows, held-out rows, where they came from): --train-files, else the synthesized pairs, else the
     dataset; a topic filter applies to rows that carry one."""
+    from strata import userdata
+
     pairs = settings.processed / "pairs_train.jsonl"
-    if train_files:
-        files, val_file = [Path(f) for f in train_files], None
-    elif pairs.is_file():
-        files, val_file = [pairs], settings.processed / "pairs_val.jsonl"
+    if train_files:  # the level's reader: paths or globs of .jsonl/.json, each bad row named by file:line
+        files, val_file = [p for f in train_files for p in userdata.expand(str(f))], None
+        rows = [_checked(row, where) for f in files for where, row in userdata.file_rows(f)]
     else:
-        files, val_file = [settings.train_jsonl], settings.val_jsonl
-    rows = [r for f in files for r in read_jsonl(f, "train data: run `strata build dataset`, or pass --train-files")]
+        files, val_file = ([pairs], settings.processed / "pairs_val.jsonl") if pairs.is_file() else \
+            ([settings.train_jsonl], settings.val_jsonl)
+        rows = [r for f in files for r in read_jsonl(f, "train data: run `strata build dataset`, or pass --train-files")]
     val = read_jsonl(val_file, "") if val_file is not None and val_file.is_file() else []
     if cfg.topics is not None:
         wanted = set(cfg.topics)
@@ -187,6 +189,19 @@ def _records(settings: Settings, train_files: list[Path], cfg: SoftPromptPreset,
     sources = {"train": [str(f) for f in files], "train_sha256": [sha256_file(f) for f in files],
                "val": str(val_file) if val else None}
     return rows, val, sources
+
+
+def _checked(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """A user row, refused in one line naming `where` (file:line) when it has none of the soft-prompt shapes."""
+    if isinstance(row.get("messages"), list):
+        return row
+    try:
+        split_row(row)
+    except StrataError:
+        shapes = ", ".join("+".join(pair) for pair in PROMPT_KEYS)
+        raise StrataError(f"{where}: a soft-prompt row needs `text`, `messages` or one of {shapes}; found keys "
+                          f"{sorted(row)}") from None
+    return row
 
 
 def split_row(row: dict[str, Any]) -> tuple[str, str]:

@@ -88,3 +88,25 @@ def test_cli_refuses_lora_only_options_and_bad_names(workspace):
     assert result.exit_code != 0 and "--per-topic apply to LoRA levels" in result.output
     result = runner.invoke(cli, ["build", "train", "--soft-prompt", "../x"])
     assert result.exit_code == 1 and "must be letters, digits" in result.output
+
+
+def test_train_files_are_read_like_a_levels_and_a_bad_row_names_its_line(workspace, tmp_path):
+    """--train-files takes globs and .json lists (the level reader's), and a row of no known shape is one line naming
+    file:line and the keys it found, before any model is loaded."""
+    from strata.train.softprompt import _records
+
+    good = tmp_path / "rows"
+    good.mkdir()
+    (good / "a.jsonl").write_text(json.dumps({"question": "q1", "answer": "a1"}) + "\n\n"
+                                  + json.dumps({"prompt": "q2", "response": "a2"}) + "\n")
+    (good / "b.json").write_text(json.dumps([{"messages": [{"role": "user", "content": "q3"},
+                                                           {"role": "assistant", "content": "a3"}]}]))
+    rows, val, sources = _records(workspace, [good / "*"], load_soft_preset(None), None)
+    assert len(rows) == 3 and val == [] and sources["train"] == [str(good / "a.jsonl"), str(good / "b.json")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n" + json.dumps({"query": "q", "reply": "a"}) + "\n")
+    with pytest.raises(StrataError) as info:
+        _records(workspace, [bad], load_soft_preset(None), None)
+    assert str(info.value).startswith(f"{bad}:2: a soft-prompt row needs") and "['query', 'reply']" in str(info.value)
+    with pytest.raises(StrataError, match="matched no .jsonl or .json file"):
+        _records(workspace, [tmp_path / "nothing*.jsonl"], load_soft_preset(None), None)
