@@ -1,4 +1,5 @@
-"""One build run per workspace: an flock on runs/.run.lock that `strata build all` and the console's trigger take."""
+"""One build run per workspace: an flock on runs/.run.lock that every `strata build` stage, `strata build all` and the
+console's trigger take."""
 
 from __future__ import annotations
 
@@ -73,8 +74,13 @@ def hold(runs: Path, command: str) -> Iterator[str]:
     if inherited and (active(runs) or {}).get("run_id") == inherited:
         yield inherited
         return
+    if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun's other ranks: rank 0 holds the lock for the run
+        yield inherited or ""
+        return
     fd, info = acquire(runs, command)
+    os.environ[RUN_ID_ENV] = info["run_id"]  # processes this run starts (torchrun ranks) share its lock
     try:
         yield info["run_id"]
     finally:
+        os.environ.pop(RUN_ID_ENV, None) if inherited is None else os.environ.__setitem__(RUN_ID_ENV, inherited)
         os.close(fd)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from strata.cli.common import friendly_errors, teacher_of, teacher_options, workspace_option
+from strata.cli.common import friendly_errors, run_locked, teacher_of, teacher_options, workspace_option
 from strata.settings import Settings
 
 
@@ -30,6 +30,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON instead of a table.")
 @workspace_option
 @friendly_errors
+@run_locked
 def pdf_pretest(preset: str, as_json: bool, settings: Settings) -> None:
     """Score every PDF under data/raw_pdfs/<topic>/ and write data/processed/pdf_pretest.json."""
     from strata.data.pretest import run_pretest
@@ -53,6 +54,7 @@ def pdf_pretest(preset: str, as_json: bool, settings: Settings) -> None:
               help="HF model dir (or hub id) whose tokenizer measures chunks. Default: BASE_MODEL (models/hf_base).")
 @workspace_option
 @friendly_errors
+@run_locked
 def dataset(preset: str, base_model: str | None, settings: Settings) -> None:
     """Chunk the pretest's recommended PDFs into data/processed/train.jsonl and val.jsonl."""
     from strata.data.dataset import build_dataset
@@ -77,6 +79,7 @@ def dataset(preset: str, base_model: str | None, settings: Settings) -> None:
 @click.option("--limit", type=int, default=None, help="Only the first N chunks (a quick look at what comes out).")
 @workspace_option
 @friendly_errors
+@run_locked
 def synthesize(generator: str | None, teacher_url: str | None, teacher_model: str | None, preset: str,
                limit: int | None, settings: Settings) -> None:
     """Question/answer pairs from every chunk -> data/processed/pairs_train.jsonl, pairs_val.jsonl.
@@ -107,6 +110,7 @@ def synthesize(generator: str | None, teacher_url: str | None, teacher_model: st
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @workspace_option
 @friendly_errors
+@run_locked
 def index(index: str | None, embedding_model: str | None, no_progress: bool, settings: Settings) -> None:
     """Build the evidence index for /gen/ask from every chunk of train.jsonl and val.jsonl (held-out chunks too),
     with topic, source PDF, pages and heading; the old index keeps serving until the new one is complete."""
@@ -121,6 +125,7 @@ def index(index: str | None, embedding_model: str | None, no_progress: bool, set
 @click.option("--json", "as_json", is_flag=True, help="Print the archive record as JSON instead of a table.")
 @workspace_option
 @friendly_errors
+@run_locked
 def archive(as_json: bool, settings: Settings) -> None:
     """Move the PDFs the last dataset build used to PDF_ARCHIVE_PATH (copy, fsync, verify, then remove)."""
     from strata.data.archive import archive_pdfs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from strata.cli.build_softprompt import soft_prompt_options, train_soft_prompt_command
-from strata.cli.common import friendly_errors, teacher_of, teacher_options, workspace_option
+from strata.cli.common import friendly_errors, run_locked, teacher_of, teacher_options, workspace_option
 from strata.settings import Settings
 
 COMMANDS: list[click.Command] = []
@@ -87,6 +87,7 @@ def user_sources(train_files: tuple[str, ...], dataset_name: str | None, dataset
 @training_knobs
 @workspace_option
 @friendly_errors
+@run_locked
 def train(settings: Settings, level: int, per_topic: bool, topics: str | None, peft_kind: str, quantization: str,
           max_train_samples: int | None, dry_run: bool, resume_from: str | None, base_model: str | None,
           preset: str | None, epochs: float | None, max_steps: int | None, lr: float | None,
@@ -161,6 +162,7 @@ def _int_list(text: str | None) -> list[int] | None:
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output dir (default: peft/merged).")
 @workspace_option
 @friendly_errors
+@run_locked
 def merge(settings: Settings, levels: str | None, out: str | None) -> None:
     """Merge trained levels into a fresh 16/32-bit base and write peft/merged/ (weights, tokenizer, chat template)."""
     from pathlib import Path
@@ -183,6 +185,7 @@ def merge(settings: Settings, levels: str | None, out: str | None) -> None:
                    "models/<folder>-f16.gguf; --quant and --preset do not apply).")
 @workspace_option
 @friendly_errors
+@run_locked
 def convert(settings: Settings, hf_dir: str | None, quant: str, out: str | None, preset: str,
             embedding_dir: str | None) -> None:
     """HF dir -> F16 GGUF -> quantized GGUF at MODEL_PATH, promoted only if the fidelity checks pass; with

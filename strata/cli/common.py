@@ -68,6 +68,22 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def run_locked(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Hold the workspace's run lock (strata/runlock.py) while a build stage typed by hand runs, so a console
+    trigger meets a 409 and a second terminal run an error naming the first; a dry run takes none."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, settings: Settings, **kwargs: Any) -> Any:
+        if kwargs.get("dry_run"):
+            return func(*args, settings=settings, **kwargs)
+        from strata import runlock
+
+        with runlock.hold(settings.runs, f"strata build {click.get_current_context().info_name}"):
+            return func(*args, settings=settings, **kwargs)
+
+    return wrapper
+
+
 def teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--generator / --teacher-url / --teacher-model for the question/answer synthesis (synthesize and all)."""
     options = [

@@ -120,3 +120,34 @@ def test_serve_with_the_console_imports_no_build_stack(tmp_path: Path):
             "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_every_build_stage_typed_by_hand_takes_the_run_lock(tmp_path: Path, monkeypatch):
+    """A stage run in a terminal meets another run's lock with one line naming it, holds the lock itself while it
+    runs (so a console trigger gets the 409), and lets torchrun's other ranks through."""
+    from click.testing import CliRunner
+
+    from strata.cli import main
+    from strata.data import archive
+
+    ws = tmp_path / "ws"
+    runs = ws / "runs"
+    fd, info = runlock.acquire(runs, "strata build all")
+    try:
+        for args in (["pdf-pretest"], ["dataset"], ["synthesize"], ["index"], ["train_level1"], ["merge"],
+                     ["convert"], ["archive"]):
+            result = CliRunner().invoke(main, ["build", *args, "--workspace", str(ws)])
+            assert result.exit_code == 1 and f"run {info['run_id']} (strata build all" in result.output, result.output
+        seen = []
+        monkeypatch.setattr(archive, "archive_pdfs", lambda settings: seen.append(runlock.active(runs)) or
+                            {"moved": [], "skipped": [], "archive": "-", "record": "-"})
+        monkeypatch.setenv("RANK", "1")  # a torchrun rank other than 0: rank 0 holds the lock for the run
+        assert CliRunner().invoke(main, ["build", "archive", "--workspace", str(ws)]).exit_code == 0
+        assert seen == [info]
+    finally:
+        os.close(fd)
+    monkeypatch.delenv("RANK")
+    result = CliRunner().invoke(main, ["build", "archive", "--workspace", str(ws)])
+    assert result.exit_code == 0, result.output
+    assert seen[1]["command"] == "strata build archive" and seen[1]["pid"] == os.getpid()
+    assert runlock.active(runs) is None and runlock.RUN_ID_ENV not in os.environ  # released, nothing left behind
