@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal
 
 from strata.errors import StrataError
 from strata.files import atomic_write_json, atomic_write_text, read_json_or_none, read_jsonl
+from strata.index.store import INDEX_FILE
 from strata.qa import metrics as m
 from strata.qa.client import QAClient, ServerError
 from strata.qa.plan import ADAPTER_FILE, BASE, Layer
@@ -34,6 +35,9 @@ class GatePreset:
     seed: int = 0
     concurrency: int = 4  # requests in flight (the engine's slots)
     general: str = "qa/general"  # the forgetting probes: a prompt set with references
+    # also answer each held-out pair through /gen/ask with the same adapters when the workspace has an evidence
+    # index: the matrix's grounded F1, beside the ungrounded one (informational: the verdict uses `metric`)
+    grounded: bool = True
 
 
 def topic_layers(settings: Settings) -> list[tuple[Path, str]]:
@@ -61,9 +65,9 @@ def _held_out(settings: Settings, per_topic: int) -> dict[str, list[dict[str, An
 
 
 def _score(client: QAClient, layer: Layer, items: list[tuple[str, str]], preset: GatePreset,
-           pool: ThreadPoolExecutor) -> list[dict[str, Any]]:
-    """Each (prompt, reference) under `layer` alone (a per-request adapter set): output, F1, ROUGE-L, and the
-    reference's token log-probabilities."""
+           pool: ThreadPoolExecutor, grounded: bool = False) -> list[dict[str, Any]]:
+    """Each (prompt, reference) under `layer` alone (a per-request adapter set): output, F1, ROUGE-L, the
+    reference's token log-probabilities and, `grounded`, the F1 of the /gen/ask answer (evidence + citations)."""
     lora = list(layer.adapters)
 
     def one(item: tuple[str, str]) -> dict[str, Any]:
@@ -71,10 +75,12 @@ def _score(client: QAClient, layer: Layer, items: list[tuple[str, str]], preset:
         try:
             out = client.chat(prompt, max_tokens=preset.max_tokens, seed=preset.seed, lora=lora).text
             logprobs = client.prompt_logprobs(reference, lora=lora)
+            evidence = client.ask({"prompt": prompt, "max_tokens": preset.max_tokens, "min_score": -1e9,
+                                   "lora": [{"path": p, "scale": s} for p, s in lora]}) if grounded else None
         except ServerError as exc:
             return {"error": str(exc)}
         return {"output": out, "f1": m.token_f1(out, reference), "rouge_l": m.rouge_l(out, reference),
-                "logprobs": logprobs}
+                "logprobs": logprobs, "f1_grounded": m.token_f1(evidence["answer"], reference) if evidence else None}
 
     return list(pool.map(one, items))
 
@@ -88,7 +94,8 @@ def _cell(results: list[dict[str, Any]]) -> dict[str, Any]:
         except ValueError:
             ppl = None
     return {"f1": m.mean(r["f1"] for r in done), "rouge_l": m.mean(r["rouge_l"] for r in done), "perplexity": ppl,
-            "pairs": len(results), "errors": len(results) - len(done)}
+            "f1_grounded": m.mean(r.get("f1_grounded") for r in done), "pairs": len(results),
+            "errors": len(results) - len(done)}
 
 
 def _gain(own: dict[str, Any], base: dict[str, Any], metric: str) -> float | None:
@@ -147,6 +154,7 @@ def run_gate(settings: Settings, *, model: str | Path | None = None, preset: str
     matrix: dict[str, dict[str, Any]] = {}
     probes: dict[str, dict[str, Any]] = {}
     outputs: dict[str, list[dict[str, Any]]] = {}
+    grounded = knobs.grounded and (settings.workspace / INDEX_FILE).is_file()
     total = len(plan) * (sum(len(v) for v in held.values()) + len(general))
     started = time.monotonic()
     with serve_target(settings, None, model, plan, None) as url, QAClient(url) as client, \
@@ -156,7 +164,7 @@ def run_gate(settings: Settings, *, model: str | Path | None = None, preset: str
             bar.set_description(f"gate {layer.name}")
             matrix[layer.name] = {}
             for topic, pairs in held.items():
-                results = _score(client, layer, [(p["question"], p["answer"]) for p in pairs], knobs, pool)
+                results = _score(client, layer, [(p["question"], p["answer"]) for p in pairs], knobs, pool, grounded)
                 matrix[layer.name][topic] = _cell(results)
                 bar.update(len(pairs))
             outputs[layer.name] = _score(client, layer, general, knobs, pool)
@@ -205,7 +213,8 @@ def format_matrix(record: dict[str, Any]) -> str:
         cells = []
         for topic in topics:
             c = record["matrix"][layer].get(topic) or {}
-            cells.append(f"{_num(c.get('f1'))} / {_num(c.get('rouge_l'))} / {_num(c.get('perplexity'), 1)}")
+            cells.append(f"{_num(c.get('f1'))} / {_num(c.get('rouge_l'))} / {_num(c.get('perplexity'), 1)}"
+                         + (f" | {_num(c['f1_grounded'])}" if c.get("f1_grounded") is not None else ""))
         g = record["general"][layer]
         v = record["verdicts"].get(layer)
         mark = "-" if v is None else ("passed" if v["passed"] else "FAILED")
@@ -214,9 +223,11 @@ def format_matrix(record: dict[str, Any]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     preset = record["preset"]
-    lines.append(f"cells: F1 / ROUGE-L / perplexity of the held-out answers; gate: own-topic {preset['metric']} gain >= "
-                 f"{preset['min_gain']:+.3f} over base and general perplexity rise <= "
-                 f"{preset['max_general_ppl_increase']:.0%}")
+    grounded = any((c or {}).get("f1_grounded") is not None for row in record["matrix"].values() for c in row.values())
+    lines.append("cells: F1 / ROUGE-L / perplexity of the held-out answers"
+                 + (" | F1 grounded (/gen/ask, same adapters)" if grounded else "")
+                 + f"; gate: own-topic {preset['metric']} gain >= {preset['min_gain']:+.3f} over base and general "
+                 f"perplexity rise <= {preset['max_general_ppl_increase']:.0%}")
     for v in record["verdicts"].values():
         if not v["passed"]:
             lines.append(f"  {v['layer']} FAILED: " + "; ".join(v["reasons"]))

@@ -51,6 +51,21 @@ def _topic_layer_serves_what_was_trained(settings, topic_dir: Path) -> None:
     assert error < 1e-2 and effect > 3 * error, (error, effect)
 
 
+def _console_reads_the_run(settings, record) -> None:
+    """The console's training page reads this real run: its row (samples, last loss) and each adapter's loss curve
+    are what the manifest and the adapters' loss.jsonl files hold."""
+    from strata.console import training
+
+    row = next(r for r in training.runs(settings.runs)["runs"] if r["id"] == record["run_id"])
+    assert row["samples"] > 0 and row["loss"] is not None and row["error"] is None
+    curves = {c["name"]: c["points"] for c in training.loss_curve(row["adapters"])}
+    assert set(curves) == set(TOPICS)  # the topics stage returns its adapter dirs
+    for name, points in curves.items():
+        logged = [(r["step"], r["loss"]) for r in map(json.loads, (settings.peft / name / "loss.jsonl").read_text()
+                                                       .splitlines()) if "loss" in r]
+        assert points and [tuple(p) for p in points] == logged, name
+
+
 def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspace):
     settings, presets = kit_workspace
     lines: list[str] = []
@@ -76,6 +91,7 @@ def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspac
     gate = next(s for s in first["stages"] if s["name"] == "gate")["result"]
     assert set(gate["matrix"]) == {"base", *TOPICS} and set(gate["verdicts"]) == set(TOPICS)
     _topic_layer_serves_what_was_trained(settings, Path(topics[0]))
+    _console_reads_the_run(settings, first)
 
     again = CliRunner().invoke(cli, ["build", "train_all", "--levels", "1,2", "--max-steps", "1", "--lr", "5e-2",
                                      "--max-train-samples", "8", "--no-progress"])

@@ -51,8 +51,10 @@ def test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix(built):
     for row in gate["matrix"].values():
         for cell in row.values():
             assert cell["pairs"] > 0 and cell["errors"] == 0 and cell["perplexity"] > 1 and cell["f1"] is not None
+            assert 0 <= cell["f1_grounded"] <= 1  # the build made an index, so each pair also went via /gen/ask
     assert set(gate["general"]["base"]) >= {"perplexity", "drift"} and gate["general"]["base"]["drift"] == 0
     assert "ASC_Leases" in printed and "general ppl / drift" in printed  # the matrix was printed as it ran
+    assert "F1 grounded (/gen/ask, same adapters)" in printed
     for topic in TOPICS:  # each layer's summary and peft/gate.json carry its verdict
         summary = json.loads((settings.peft / topic / "training_summary.json").read_text())
         assert summary["gate"]["topic"] == topic and summary["gate"]["row"] == gate["matrix"][topic]
