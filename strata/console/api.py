@@ -187,5 +187,23 @@ def qa_reports(workspace: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def gate_reports(workspace: Path) -> list[dict[str, Any]]:
+    """runs/gate-*: the build's base-vs-layer matrix as `strata.qa.gate` prints it, and why each failed layer failed."""
+    from strata.qa.gate import GATE_FILE, matrix_table
+
+    rows = []
+    for folder in sorted((workspace / "runs").glob("gate-*"), reverse=True):
+        try:
+            record = json.loads((folder / GATE_FILE).read_text(encoding="utf-8"))
+            header, table = matrix_table(record)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a gate run killed before it wrote its record, or one from an older layout
+        rows.append({"name": folder.name, "created": record.get("created"), "passed": record.get("passed"),
+                     "metric": (record.get("preset") or {}).get("metric"), "header": header, "rows": table,
+                     "failed": {v["layer"]: v["reasons"] for v in record["verdicts"].values() if not v["passed"]}})
+    return rows
+
+
 async def qa(request: Request, console: Console) -> Response:
-    return JSONResponse({"reports": qa_reports(console.workspace), "release": console.release})
+    return JSONResponse({"reports": qa_reports(console.workspace), "gates": gate_reports(console.workspace),
+                         "release": console.release})

@@ -203,9 +203,9 @@ def _write(settings: Settings, record: dict[str, Any], plan: list[Layer], layers
     return folder
 
 
-def format_matrix(record: dict[str, Any]) -> str:
-    """The matrix as a plain-text table: rows are layers, columns topics (F1 / ROUGE-L / answer perplexity), then
-    the general-prompt perplexity, drift from the base and the verdict."""
+def matrix_table(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the matrix: rows are layers, columns topics (F1 / ROUGE-L / answer perplexity, then the
+    grounded F1 when measured), then the general-prompt perplexity, drift from the base and the verdict."""
     topics = record["topics"]
     head = ["layer", *topics, "general ppl / drift", "gate"]
     rows = []
@@ -219,6 +219,12 @@ def format_matrix(record: dict[str, Any]) -> str:
         v = record["verdicts"].get(layer)
         mark = "-" if v is None else ("passed" if v["passed"] else "FAILED")
         rows.append([layer, *cells, f"{_num(g.get('perplexity'), 1)} / {_num(g.get('drift'))}", mark])
+    return head, rows
+
+
+def format_matrix(record: dict[str, Any]) -> str:
+    """The matrix as a plain-text table (matrix_table), the legend and each failed layer's reasons."""
+    head, rows = matrix_table(record)
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -65,6 +65,24 @@ def test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix(built):
     assert next(s for s in manifest["stages"] if s["name"] == "gate")["result"]["matrix"] == gate["matrix"]
 
 
+def _console_shows_the_gate(settings: Settings, gated: dict) -> None:
+    """The console's QA page data: the newest gate run's matrix as the gate printed it, and the failed layer's
+    reason."""
+    from starlette.testclient import TestClient
+
+    from strata.console.app import standalone
+    from strata.qa.gate import matrix_table
+
+    with TestClient(standalone(settings.workspace)) as client:
+        reply = client.get("/api/console/qa")
+    assert reply.status_code == 200, reply.text
+    newest = reply.json()["gates"][0]
+    assert newest["name"] == Path(gated["run_dir"]).name and newest["passed"] is False
+    assert (newest["header"], newest["rows"]) == tuple(map(list, matrix_table(gated)))
+    assert [row[0] for row in newest["rows"]] == ["base", *TOPICS] and newest["rows"][-1][-1] == "FAILED"
+    assert newest["failed"] == {"ASC_Leases": gated["verdicts"]["ASC_Leases"]["reasons"]}
+
+
 def test_a_layer_trained_on_another_topic_fails_and_promote_refuses_it(built, tmp_path):
     from strata.qa.gate import run_gate
     from strata.release.publish import publish
@@ -105,6 +123,8 @@ def test_a_layer_trained_on_another_topic_fails_and_promote_refuses_it(built, tm
     assert bad["gain"] == pytest.approx(bad_gain, abs=1e-3)  # the same layer (batching moves logits ~1e-5)
     assert not bad["passed"] and "own-topic perplexity" in bad["reasons"][0]
     assert gated["verdicts"]["ASC_Financial_Accounting"]["passed"] == (gains["ASC_Financial_Accounting"] >= threshold)
+
+    _console_shows_the_gate(settings, gated)
 
     store = open_store(str(tmp_path / "store"))
     manifest, _ = publish(settings, store, name="gated", version="v1", no_qa=True, progress=False, echo=print)

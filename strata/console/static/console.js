@@ -411,6 +411,15 @@ async function qaPage() {
   const release = reply.data.release;
   if (release) $("#release").replaceChildren(el("h2", {}, `Release ${release.name} ${release.version || ""} ${release.tag || ""}`),
     el("pre", { class: "output" }, JSON.stringify(release.qa || release, null, 2)));
+  $("#gates").replaceChildren(...(reply.data.gates || []).map(g => el("section", { class: "gate" },
+    el("h2", {}, `Build gate ${g.name}: ${g.passed ? "every layer passed" : "FAILED"}`),
+    el("table", {}, el("caption", {}, `F1 / ROUGE-L / perplexity of each topic's held-out answers (| grounded F1); `
+                                      + `verdict on own-topic ${g.metric}`),
+       el("thead", {}, el("tr", {}, g.header.map(h => el("th", { scope: "col" }, h)))),
+       el("tbody", {}, g.rows.map(row => el("tr", { class: row[row.length - 1] === "FAILED" ? "error" : "" },
+         row.map((text, i) => i === 0 ? el("th", { scope: "row" }, text) : el("td", {}, text)))))),
+    Object.keys(g.failed).length ? el("ul", {}, Object.entries(g.failed).map(([layer, reasons]) =>
+      el("li", { class: "error" }, `${layer}: ${reasons.join("; ")}`))) : "")));
   const reports = reply.data.reports;
   $("#reports").replaceChildren(...(reports.length ? reports.map(r => el("section", { class: "report" },
     el("h2", {}, r.name),
