@@ -195,7 +195,7 @@ def test_strata_build_index_cli(evidence_ws, tmp_path):
     settings = _copy_ws(evidence_ws, tmp_path)
     (settings.workspace / "index.sqlite").unlink()
     result = CliRunner().invoke(main, ["build", "index", "--no-progress", "--workspace", str(settings.workspace)],
-                                env={"BASE_MODEL": settings.base_model})
+                                env={"BASE_MODEL": settings.base_model, "EMBEDDING_MODEL": "none"})
     assert result.exit_code == 0, result.output
     assert "lexical only (no --embedding-model)" in result.output and (settings.workspace / "index.sqlite").is_file()
     settings.val_jsonl.unlink()
