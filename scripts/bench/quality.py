@@ -95,10 +95,17 @@ def teacher_throughput(data: Settings, root: Path, chunks: int) -> dict:
     return {k: summary[k] for k in ("chunks", "pairs", "seconds", "pairs_per_s", "requests", "rejected")}
 
 
+def ppl_drop(gate: dict, verdict: dict) -> float:
+    """Relative drop of the held-out answers' perplexity on the layer's own topic, layer vs base (> 0: better)."""
+    base = gate["matrix"]["base"][verdict["topic"]]["perplexity"]
+    return (base - gate["matrix"][verdict["layer"]][verdict["topic"]]["perplexity"]) / base
+
+
 def table(runs: list[dict]) -> str:
     """Markdown: per variant, mean (min-max over seeds) own-topic F1 of base and layers, gain, layers passed."""
-    lines = ["| data | seeds | base F1 (own topics) | topic layer F1 (own topic) | gain | layers passing the gate | "
-             "general ppl ratio |", "|---|---|---|---|---|---|---|"]
+    lines = ["| data | seeds | base F1 (own topics) | topic layer F1 (own topic) | gain | own-topic perplexity drop | "
+             "layers beating the base's perplexity | layers passing the gate | general ppl ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant]
         if not mine:
@@ -110,8 +117,10 @@ def table(runs: list[dict]) -> str:
         own = [statistics.mean(v["own_f1"] or 0 for v in r["gate"]["verdicts"].values()) for r in mine]
         gain = [statistics.mean((v["own_f1"] or 0) - (v["base_f1"] or 0) for v in r["gate"]["verdicts"].values()) for r in mine]
         ratio = [statistics.mean(v["general_ppl_ratio"] or 0 for v in r["gate"]["verdicts"].values()) for r in mine]
+        drops = [[ppl_drop(r["gate"], v) for v in r["gate"]["verdicts"].values()] for r in mine]
         lines.append(f"| {variant} | {len(mine)} | {spread(base)} | {spread(own)} | {spread(gain)} | "
-                     f"{sum(v['passed'] for v in verdicts)}/{len(verdicts)} | {spread(ratio)} |")
+                     f"{spread([statistics.mean(d) for d in drops])} | {sum(x > 0 for d in drops for x in d)}/"
+                     f"{len(verdicts)} | {sum(v['passed'] for v in verdicts)}/{len(verdicts)} | {spread(ratio)} |")
     return "\n".join(lines)
 
 

@@ -66,14 +66,23 @@ def _stage_numbers(manifest: dict[str, Any]) -> tuple[int | None, float | None, 
     for stage in manifest.get("stages", []):
         result = stage.get("result")
         if stage.get("name") == "dataset" and isinstance(result, dict):
-            counts = result.get("counts") or {}
-            samples = counts.get("train", samples) if isinstance(counts, dict) else samples
+            samples = _train_count(result.get("counts"), samples)
         if isinstance(result, list):
             dirs += [str(p) for p in result if (Path(str(p)) / "training_summary.json").is_file()]
     for folder in dirs:
         summary = _load(Path(folder) / "training_summary.json") or {}
         loss = (summary.get("metrics") or {}).get("train_loss", loss)
     return samples, loss, dirs
+
+
+def _train_count(counts: Any, default: int | None) -> int | None:
+    """Training records of the dataset stage: its counts are per topic ({topic: {train, val}}), summed."""
+    if not isinstance(counts, dict):
+        return default
+    if isinstance(counts.get("train"), int):  # a flat {train, val}
+        return counts["train"]
+    per_topic = [c.get("train") for c in counts.values() if isinstance(c, dict)]
+    return sum(n for n in per_topic if isinstance(n, int)) if per_topic else default
 
 
 def _duration(started: str | None, finished: str | None) -> float | None:

@@ -91,7 +91,9 @@ def test_runs_history_comes_from_train_all_manifests_and_the_lock(tmp_path: Path
     from strata.settings import Settings
 
     settings = Settings.resolve(workspace=tmp_path / "ws")
-    dataset = Stage("dataset", lambda s, o, e: {"counts": {"train": 7, "val": 2}}, ())
+    # the dataset stage's result as strata.pipeline writes it: build_dataset's per-topic counts
+    counts = {"ASC_Leases": {"train": 4, "val": 1}, "ASC_Revenue_Recognition": {"train": 3, "val": 1}}
+    dataset = Stage("dataset", lambda s, o, e: {"counts": counts}, ())
     done = run_stages(settings, [dataset], Options(), echo=lambda line: None)
 
     def broken(s, o, e):

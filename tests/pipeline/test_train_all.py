@@ -59,7 +59,7 @@ def _console_reads_the_run(settings, record) -> None:
     row = next(r for r in training.runs(settings.runs)["runs"] if r["id"] == record["run_id"])
     assert row["samples"] > 0 and row["loss"] is not None and row["error"] is None
     curves = {c["name"]: c["points"] for c in training.loss_curve(row["adapters"])}
-    assert set(curves) == set(TOPICS)  # the topics stage returns its adapter dirs
+    assert set(curves) == {"level1", "level2", *TOPICS}  # the level and topic stages return their adapter dirs
     for name, points in curves.items():
         logged = [(r["step"], r["loss"]) for r in map(json.loads, (settings.peft / name / "loss.jsonl").read_text()
                                                        .splitlines()) if "loss" in r]
