@@ -64,6 +64,36 @@ def _console_reads_the_run(settings, record) -> None:
         logged = [(r["step"], r["loss"]) for r in map(json.loads, (settings.peft / name / "loss.jsonl").read_text()
                                                        .splitlines()) if "loss" in r]
         assert points and [tuple(p) for p in points] == logged, name
+    _training_page_plots_the_run(settings, row)
+
+
+def _training_page_plots_the_run(settings, row) -> None:
+    """In Chromium, the training page's runs table shows the run's sample count, and its log button draws the loss
+    curves of the real run: the plot's first and last points are the first adapter's first logged loss and the
+    last adapter's last one."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from strata.console.app import standalone
+    from strata.console.training import loss_curve
+
+    from ..console.conftest import CHROMIUM, app_in_thread
+
+    curves = loss_curve(row["adapters"])
+    first, last = curves[0]["points"][0][1], curves[-1]["points"][-1][1]
+    with app_in_thread(standalone(settings.workspace)) as url, sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/training")
+            line = page.locator(f"tr[data-run='{row['id']}']")
+            expect(line.locator("td").nth(3)).to_have_text(str(row["samples"]))
+            page.get_by_role("button", name=f"Show the log of run {row['id']}").click()
+            plot = page.locator("#loss-plot svg[role=img]")
+            expect(plot).to_have_attribute("aria-label", f"loss from {first:.3f} to {last:.3f}")
+            assert plot.locator("polyline").count() == len(curves)
+        finally:
+            browser.close()
 
 
 def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspace):
