@@ -3,8 +3,9 @@ tiny base, GGUF)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -160,3 +161,21 @@ def soft_prompts(tiny_base: Path, base_gguf: Path, tmp_path_factory: pytest.Temp
                                       overrides={"n_virtual_tokens": 8, "epochs": 5.0, "lr": 0.01,
                                                  "init_text": answer})
     return out
+
+
+CHROMIUM = os.environ.get("STRATA_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright (no browser download): `make install` installs both."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: run `make install` (as root it runs `apt-get install -y chromium`) or "
+                    "set STRATA_CHROMIUM to a Chromium binary.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                          args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        yield chromium
+        chromium.close()

@@ -20,7 +20,6 @@ import uvicorn
 from strata.serve.config import ServeConfig
 from strata.serve.server import serve_in_thread
 
-CHROMIUM = os.environ.get("STRATA_CHROMIUM", "/usr/bin/chromium")
 XSS_NAME = '<img src=x onerror="window.__xss=1">'
 SHOTS = os.environ.get("STRATA_CONSOLE_SHOTS")  # also copy these tests' screenshots there (the README's docs/console)
 DOC_SHOTS = {
@@ -33,21 +32,6 @@ DOC_SHOTS = {
     "test_qa_report_listed_with_matrix_and_html": "qa.png",
     "test_api_key_login_cookie_and_csrf": "login.png",
 }
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Debian's chromium driven by Playwright (no browser download): `make install` installs both."""
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run `make install` (as root it runs `apt-get install -y chromium`) or "
-                    "set STRATA_CHROMIUM to a Chromium binary.")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                          args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

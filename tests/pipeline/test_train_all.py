@@ -51,7 +51,7 @@ def _topic_layer_serves_what_was_trained(settings, topic_dir: Path) -> None:
     assert error < 1e-2 and effect > 3 * error, (error, effect)
 
 
-def _console_reads_the_run(settings, record) -> None:
+def _console_reads_the_run(settings, record, browser) -> None:
     """The console's training page reads this real run: its row (samples, last loss) and each adapter's loss curve
     are what the manifest and the adapters' loss.jsonl files hold."""
     from strata.console import training
@@ -64,27 +64,26 @@ def _console_reads_the_run(settings, record) -> None:
         logged = [(r["step"], r["loss"]) for r in map(json.loads, (settings.peft / name / "loss.jsonl").read_text()
                                                        .splitlines()) if "loss" in r]
         assert points and [tuple(p) for p in points] == logged, name
-    _training_page_plots_the_run(settings, row)
+    _training_page_plots_the_run(settings, row, browser)
 
 
-def _training_page_plots_the_run(settings, row) -> None:
+def _training_page_plots_the_run(settings, row, browser) -> None:
     """In Chromium, the training page's runs table shows the run's sample count, and its log button draws the loss
     curves of the real run: the plot's first and last points are the first adapter's first logged loss and the
     last adapter's last one."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from strata.console.app import standalone
     from strata.console.training import loss_curve
 
-    from ..console.conftest import CHROMIUM, app_in_thread
+    from ..console.conftest import app_in_thread
 
     curves = loss_curve(row["adapters"])
     first, last = curves[0]["points"][0][1], curves[-1]["points"][-1][1]
-    with app_in_thread(standalone(settings.workspace)) as url, sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page()
+    context = browser.new_context()
+    try:
+        with app_in_thread(standalone(settings.workspace)) as url:
+            page = context.new_page()
             page.goto(f"{url}/training")
             line = page.locator(f"tr[data-run='{row['id']}']")
             expect(line.locator("td").nth(3)).to_have_text(str(row["samples"]))
@@ -92,11 +91,11 @@ def _training_page_plots_the_run(settings, row) -> None:
             plot = page.locator("#loss-plot svg[role=img]")
             expect(plot).to_have_attribute("aria-label", f"loss from {first:.3f} to {last:.3f}")
             assert plot.locator("polyline").count() == len(curves)
-        finally:
-            browser.close()
+    finally:
+        context.close()
 
 
-def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspace):
+def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspace, browser):
     settings, presets = kit_workspace
     lines: list[str] = []
     first = run_all(settings, levels=(1, 2), per_topic=True, train_overrides=QUICK, progress=False, echo=lines.append)
@@ -121,7 +120,7 @@ def test_train_all_runs_then_skips_then_resumes_from_a_failed_stage(kit_workspac
     gate = next(s for s in first["stages"] if s["name"] == "gate")["result"]
     assert set(gate["matrix"]) == {"base", *TOPICS} and set(gate["verdicts"]) == set(TOPICS)
     _topic_layer_serves_what_was_trained(settings, Path(topics[0]))
-    _console_reads_the_run(settings, first)
+    _console_reads_the_run(settings, first, browser)
 
     again = CliRunner().invoke(cli, ["build", "train_all", "--levels", "1,2", "--max-steps", "1", "--lr", "5e-2",
                                      "--max-train-samples", "8", "--no-progress"])
