@@ -82,5 +82,8 @@ def hold(runs: Path, command: str) -> Iterator[str]:
     try:
         yield info["run_id"]
     finally:
-        os.environ.pop(RUN_ID_ENV, None) if inherited is None else os.environ.__setitem__(RUN_ID_ENV, inherited)
+        if inherited is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = inherited
         os.close(fd)

@@ -79,8 +79,6 @@ def _train_count(counts: Any, default: int | None) -> int | None:
     """Training records of the dataset stage: its counts are per topic ({topic: {train, val}}), summed."""
     if not isinstance(counts, dict):
         return default
-    if isinstance(counts.get("train"), int):  # a flat {train, val}
-        return counts["train"]
     per_topic = [c.get("train") for c in counts.values() if isinstance(c, dict)]
     return sum(n for n in per_topic if isinstance(n, int)) if per_topic else default
 
