@@ -21,6 +21,8 @@ from strata.settings import Settings
 
 GATE_FILE = "gate.json"  # peft/gate.json: the latest verdicts, which `release publish` carries
 SUMMARY_FILE = "training_summary.json"
+SAMPLES, SAMPLE_KEYS = 3, ("prompt", "reference", "output", "grounded")  # per matrix cell, kept in gate.json
+SCORE_KEYS = ("f1", "rouge_l", "f1_grounded")
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ def _score(client: QAClient, layer: Layer, items: list[tuple[str, str]], preset:
                                    "lora": [{"path": p, "scale": s} for p, s in lora]}) if grounded else None
         except ServerError as exc:
             return {"error": str(exc)}
-        return {"output": out, "f1": m.token_f1(out, reference), "rouge_l": m.rouge_l(out, reference),
-                "logprobs": logprobs, "f1_grounded": m.token_f1(evidence["answer"], reference) if evidence else None}
+        return {"prompt": prompt, "reference": reference, "output": out, "f1": m.token_f1(out, reference),
+                "rouge_l": m.rouge_l(out, reference), "logprobs": logprobs,
+                "grounded": evidence["answer"] if evidence else None,
+                "f1_grounded": m.token_f1(evidence["answer"], reference) if evidence else None}
 
     return list(pool.map(one, items))
 
@@ -95,7 +99,9 @@ def _cell(results: list[dict[str, Any]]) -> dict[str, Any]:
             ppl = None
     return {"f1": m.mean(r["f1"] for r in done), "rouge_l": m.mean(r["rouge_l"] for r in done), "perplexity": ppl,
             "f1_grounded": m.mean(r.get("f1_grounded") for r in done), "pairs": len(results),
-            "errors": len(results) - len(done)}
+            "errors": len(results) - len(done),
+            "samples": [{k: r[k] for k in SAMPLE_KEYS} for r in done[:SAMPLES]],  # what the numbers came from
+            "scores": [{k: r[k] for k in SCORE_KEYS} for r in done]}  # per pair, in held-out order (intervals)
 
 
 def _gain(own: dict[str, Any], base: dict[str, Any], metric: str) -> float | None:

@@ -52,6 +52,11 @@ def test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix(built):
         for cell in row.values():
             assert cell["pairs"] > 0 and cell["errors"] == 0 and cell["perplexity"] > 1 and cell["f1"] is not None
             assert 0 <= cell["f1_grounded"] <= 1  # the build made an index, so each pair also went via /gen/ask
+            # per-pair scores average to the cell's F1; samples are real answers to held-out questions
+            assert len(cell["scores"]) == cell["pairs"]
+            assert abs(sum(s["f1"] for s in cell["scores"]) / cell["pairs"] - cell["f1"]) < 1e-9
+            assert cell["samples"] and all(s["prompt"] and s["output"] is not None and s["grounded"] is not None
+                                           for s in cell["samples"])
     assert set(gate["general"]["base"]) >= {"perplexity", "drift"} and gate["general"]["base"]["drift"] == 0
     assert "ASC_Leases" in printed and "general ppl / drift" in printed  # the matrix was printed as it ran
     assert "F1 grounded (/gen/ask, same adapters)" in printed
