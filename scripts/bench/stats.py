@@ -44,6 +44,16 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], seed: int = 0) -> tup
     return statistics.median(xs) / statistics.median(ys), low, high
 
 
+def paired_mean_interval(a: Sequence[float], b: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
+    """(mean(a - b), low, high): the mean paired difference (a[i] and b[i] measured on the same item) with a
+    bootstrap 95 % interval over the items."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    rng = random.Random(seed)
+    boots = [statistics.mean(rng.choices(diffs, k=len(diffs))) for _ in range(RESAMPLES)]
+    low, high = _quantiles(boots)
+    return statistics.mean(diffs), low, high
+
+
 def fmt_interval(value: tuple[float, float, float] | None, digits: int = 2) -> str:
     """'1.03 [0.97, 1.08]' (or — when there is nothing to show)."""
     if value is None:
