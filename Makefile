@@ -57,7 +57,7 @@ bench: install
 	$(PY) scripts/bench/run.py
 	$(PY) scripts/bench/retrieval.py --chunks $(RETRIEVAL_CHUNKS) $(if $(BENCH_POSTGRES),--postgres $(BENCH_POSTGRES))
 
-# evidence-index latency: corpus sizes in chunks (100000 needs ~12k generated PDFs: hours on 2 cores), and a scratch
+# evidence-index latency: corpus sizes in chunks (from 20000 up composed from the kit paragraphs, no PDFs), and a scratch
 # Postgres database (its strata_* tables are replaced) to measure the shared store too
 RETRIEVAL_CHUNKS ?= 1000
 BENCH_POSTGRES ?=

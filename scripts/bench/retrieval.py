@@ -1,5 +1,7 @@
 """`make bench` (retrieval part): evidence-index search latency p50/p95 on SQLite and Postgres for corpora of kit
-PDFs scaled to N chunks (more kit-like PDFs are generated, nothing is downloaded), stores interleaved per round."""
+PDFs scaled to N chunks (more kit-like PDFs are generated, nothing is downloaded), stores interleaved per round.
+Sizes from --direct-from up skip the PDFs: chunks are composed straight from the kit's paragraphs (rendering and
+extracting ~12k PDFs costs about 0.6 s each here, hours for 100k chunks; the index only sees chunk rows)."""
 
 from __future__ import annotations
 
@@ -53,14 +55,38 @@ def chunk_corpus(settings, target: int) -> int:
     return len(rows[:target])
 
 
-def build(workspace: Path, chunks: int, postgres: str | None) -> dict:
+def direct_corpus(settings, target: int, seed: int = 0) -> int:
+    """train.jsonl rows composed from the kit's paragraphs (2-3 per chunk, ~200 words, 8 chunks per generated PDF
+    name, as chunk_corpus makes them), no PDF rendered; val.jsonl empty."""
+    from strata.files import atomic_write_jsonl
+    from strata.kit.pdfs import load_corpus
+
+    rng = random.Random(seed)
+    pool = [(h, p) for doc in load_corpus().values() for h, body in doc.sections for p in body.split("\n\n")]
+    rows = []
+    for i in range(target):
+        heading, _ = rng.choice(pool)
+        text = " ".join(" ".join(p for _, p in rng.sample(pool, 3)).split()[:200])
+        topic = f"Topic_{i // 8:05d}"
+        rows.append({"id": f"{topic}-{i}", "text": text, "topic": topic, "source": f"{topic}/{topic}.pdf",
+                     "pages": [1 + i % 8 // 3], "heading": f"{heading} {rng.randrange(1000)}"})
+    atomic_write_jsonl(settings.train_jsonl, rows)
+    atomic_write_jsonl(settings.val_jsonl, [])
+    return target
+
+
+def build(workspace: Path, chunks: int, postgres: str | None, direct: bool = False) -> dict:
     from strata.index.builder import build_index
     from strata.settings import Settings
 
     settings = Settings.resolve(workspace=workspace, env={})
     settings.ensure_skeleton()
     timings = {}
-    if not settings.train_jsonl.is_file():
+    if not settings.train_jsonl.is_file() and direct:
+        started = time.perf_counter()
+        direct_corpus(settings, chunks)
+        timings["chunking_s"] = time.perf_counter() - started
+    elif not settings.train_jsonl.is_file():
         started = time.perf_counter()
         make_corpus(settings.raw_pdfs, max(1, chunks // 8))
         timings["pdfs_s"] = time.perf_counter() - started
@@ -100,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=str(REPO / "workspace" / "runs" / "bench-retrieval"))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--direct-from", type=int, default=20000,
+                   help="corpus sizes from this many chunks up are composed from the kit's paragraphs, no PDFs")
     args = p.parse_args(argv)
     from strata.index.records import read_chunks
     from strata.index.search import Searcher
@@ -107,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for size in [int(s) for s in args.chunks.split(",")]:
-        built = build(Path(args.root) / f"c{size}", size, args.postgres)
+        direct = size >= args.direct_from
+        built = build(Path(args.root) / f"c{size}{'-direct' if direct else ''}", size, args.postgres, direct)
         settings = built["settings"]
         chunks = read_chunks(settings.train_jsonl, settings.val_jsonl)
         rng = random.Random(1)
@@ -116,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.postgres:
             searchers["postgres"] = Searcher(open_store(args.postgres))
         measured = latencies(searchers, questions, args.rounds, args.top_k)
-        row = {"chunks": len(chunks), **{k: round(v, 1) for k, v in built.items() if k.endswith("_s")}}
+        row = {"chunks": len(chunks), "corpus": "kit paragraphs, no PDFs" if direct else "generated PDFs", **{k: round(v, 1) for k, v in built.items() if k.endswith("_s")}}
         for name, values in measured.items():
             row[f"{name}_p50_ms"] = round(statistics.median(values), 2)
             row[f"{name}_p95_ms"] = round(pct(values, 0.95), 2)
