@@ -98,7 +98,7 @@ def recall(data: Settings, embedder: Path, ks: tuple[int, ...] = (1, 3, 5)) -> d
 
 
 def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: int, level_steps: int,
-            real: bool = False, gate_preset: str = "gate") -> dict:
+            real: bool = False, gate_preset: str = "gate", topic_lr: float = REAL["lr"]) -> dict:
     """Levels 1-3 + topic layers on `variant`'s data (explain: no pairs_train, so the chat levels read the old
     Explain records), merge, convert, gate on the same held-out pairs. `real`: no levels (each topic layer trains
     on the real base itself, served as the prepared models/base.gguf) and the gate answers grounded too."""
@@ -121,7 +121,7 @@ def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: in
     topic = {k: v for k, v in QUICK.items() if k not in ("max_steps",)} | {"seed": seed, "min_steps": topic_steps,
                                                                             "max_steps": topic_steps}
     if real:
-        train_level(settings, 1, per_topic=True, preset="levels/topic", overrides=topic | REAL, progress=False,
+        train_level(settings, 1, per_topic=True, preset="levels/topic", overrides=topic | {"lr": topic_lr}, progress=False,
                     check=False)
         trained = time.monotonic() - started
         gate = run_gate(settings, model=data.models / "base.gguf", preset=gate_preset, progress=False,
@@ -264,7 +264,9 @@ def main() -> None:
     parser.add_argument("--topic-steps", type=int, default=40)
     parser.add_argument("--level-steps", type=int, default=QUICK["max_steps"])
     parser.add_argument("--pairs-per-topic", type=int, default=40, help="held-out pairs the gate scores per topic")
-    parser.add_argument("--teacher-chunks", type=int, default=8)
+    parser.add_argument("--teacher-chunks", type=int, default=8, help="chunks for the teacher throughput (0: skip)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="which training data to compare")
+    parser.add_argument("--topic-lr", type=float, default=REAL["lr"], help="topic layers' rate with --real-base")
     parser.add_argument("--report", type=Path, default=None, metavar="QUALITY_JSON",
                         help="print the tables, matrices and examples of an earlier run's quality.json, run nothing")
     args = parser.parse_args()
@@ -289,16 +291,16 @@ def main() -> None:
         print("retrieval:", json.dumps(retrieval), flush=True)
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for variant in VARIANTS:  # interleaved: both variants of a seed run back to back on the same machine state
+        for variant in args.variants.split(","):  # interleaved: both variants of a seed run back to back on the same machine state
             runs.append(one_run(data, args.root, variant, seed, args.topic_steps, args.level_steps,
-                                real=args.real_base, gate_preset=str(gate_preset)))
+                                real=args.real_base, gate_preset=str(gate_preset), topic_lr=args.topic_lr))
             print(f"{variant} seed {seed}: {runs[-1]['seconds']} s (training {runs[-1]['train_seconds']} s), gate "
                   f"passed {runs[-1]['gate']['passed']}\n{format_matrix(runs[-1]['gate'])}", flush=True)
-    throughput = teacher_throughput(data, args.root, args.teacher_chunks)
+    throughput = teacher_throughput(data, args.root, args.teacher_chunks) if args.teacher_chunks else None
     result = {"runs": runs, "teacher": throughput, "table": table(runs), "retrieval": retrieval,
               "base": str(data.base_model), "size": None if args.real_base else args.size,
               "pretrain_steps": args.pretrain_steps, "topic_steps": args.topic_steps, "level_steps": args.level_steps,
-              "levels_training": QUICK, "real_training": REAL if args.real_base else None}
+              "levels_training": QUICK, "real_training": {"lr": args.topic_lr} if args.real_base else None}
     (args.root / "quality.json").write_text(json.dumps(result, indent=2, default=str))
     print(report(result))
 
