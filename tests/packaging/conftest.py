@@ -103,6 +103,14 @@ def run_start_sh(start_sh: Path, strata_bin: str, tmp_path_factory: pytest.TempP
     return run
 
 
+def _default_signals() -> None:
+    """Give start.sh SIGINT and SIGQUIT at their defaults, as a container's PID 1 gets them. A test process whose
+    SIGINT is ignored (a shell's background job starts it that way) hands that to its children, and bash cannot
+    trap a signal ignored at its start, so start.sh would ignore the SIGINT test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="session")
 def launch(start_sh: Path, strata_bin: str, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Callable[..., Appliance]]:
@@ -116,7 +124,7 @@ def launch(start_sh: Path, strata_bin: str, tmp_path_factory: pytest.TempPathFac
         full = _base_env(strata_bin, folder / "ws") | {"PORT": str(port), "HOST": "127.0.0.1"} | env
         with log.open("w") as out:
             proc = subprocess.Popen([str(start_sh)], env=full, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_default_signals)
         appliance = Appliance(proc, port, log)
         started.append(appliance)
         return appliance
