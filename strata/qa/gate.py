@@ -200,13 +200,18 @@ def _write(settings: Settings, record: dict[str, Any], plan: list[Layer], layers
     atomic_write_json(settings.peft / GATE_FILE, record | {"run_dir": str(folder)})
     for layer, (path, _) in zip(plan[1:], layers):
         summary = read_json_or_none(path / SUMMARY_FILE) or {}
-        summary["gate"] = record["verdicts"][layer.name] | {"row": record["matrix"][layer.name],
-                                                            "base_row": record["matrix"][BASE],
+        summary["gate"] = record["verdicts"][layer.name] | {"row": _lean(record["matrix"][layer.name]),
+                                                            "base_row": _lean(record["matrix"][BASE]),
                                                             "general": record["general"][layer.name],
                                                             "run_dir": str(folder),
                                                             "adapter": str(path / ADAPTER_FILE)}
         atomic_write_json(path / SUMMARY_FILE, summary)
     return folder
+
+
+def _lean(row: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A matrix row without its per-pair scores and samples (gate.json in run_dir keeps them), for summaries."""
+    return {topic: {k: v for k, v in cell.items() if k not in ("samples", "scores")} for topic, cell in row.items()}
 
 
 def matrix_table(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
