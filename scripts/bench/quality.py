@@ -25,7 +25,7 @@ from strata.settings import Settings  # noqa: E402
 
 VARIANTS = ("explain", "pairs")
 QUICK = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}  # the demo's
-REAL = {"lr": 2e-4}  # topic layers on SmolLM2 (--real-base): the topic preset's own rate, not the tiny base's
+REAL_LR = 2e-4  # topic layers on SmolLM2 (--real-base): the topic preset's own rate, not the tiny base's
 
 
 def base_model(root: Path, size: str, pretrain_steps: int) -> Path:
@@ -98,7 +98,7 @@ def recall(data: Settings, embedder: Path, ks: tuple[int, ...] = (1, 3, 5)) -> d
 
 
 def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: int, level_steps: int,
-            real: bool = False, gate_preset: str = "gate", topic_lr: float = REAL["lr"]) -> dict:
+            real: bool = False, gate_preset: str = "gate", topic_lr: float = REAL_LR) -> dict:
     """Levels 1-3 + topic layers on `variant`'s data (explain: no pairs_train, so the chat levels read the old
     Explain records), merge, convert, gate on the same held-out pairs. `real`: no levels (each topic layer trains
     on the real base itself, served as the prepared models/base.gguf) and the gate answers grounded too."""
@@ -121,8 +121,8 @@ def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: in
     topic = {k: v for k, v in QUICK.items() if k not in ("max_steps",)} | {"seed": seed, "min_steps": topic_steps,
                                                                             "max_steps": topic_steps}
     if real:
-        train_level(settings, 1, per_topic=True, preset="levels/topic", overrides=topic | {"lr": topic_lr}, progress=False,
-                    check=False)
+        train_level(settings, 1, per_topic=True, preset="levels/topic", overrides=topic | {"lr": topic_lr},
+                    progress=False, check=False)
         trained = time.monotonic() - started
         gate = run_gate(settings, model=data.models / "base.gguf", preset=gate_preset, progress=False,
                         echo=lambda _: None)
@@ -228,8 +228,8 @@ def examples(runs: list[dict], per_topic: int = 1) -> str:
     lines = []
     for r in runs:
         for v in r["gate"]["verdicts"].values():
-            base, own = (r["gate"]["matrix"][name][v["topic"]].get("samples") or [] for name in ("base", v["layer"]))
-            for b, o in list(zip(base, own))[:per_topic]:
+            base, mine = (r["gate"]["matrix"][name][v["topic"]].get("samples") or [] for name in ("base", v["layer"]))
+            for b, o in list(zip(base, mine))[:per_topic]:
                 lines += [f"- **{v['topic']}** ({r['variant']}, seed {r['seed']}). Q: {b['prompt']}",
                           f"  - reference: {b['reference']}", f"  - base: {b['output']}",
                           f"  - topic layer: {o['output']}"]
@@ -266,10 +266,13 @@ def main() -> None:
     parser.add_argument("--pairs-per-topic", type=int, default=40, help="held-out pairs the gate scores per topic")
     parser.add_argument("--teacher-chunks", type=int, default=8, help="chunks for the teacher throughput (0: skip)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="which training data to compare")
-    parser.add_argument("--topic-lr", type=float, default=REAL["lr"], help="topic layers' rate with --real-base")
+    parser.add_argument("--topic-lr", type=float, default=REAL_LR, help="topic layers' rate with --real-base")
     parser.add_argument("--report", type=Path, default=None, metavar="QUALITY_JSON",
                         help="print the tables, matrices and examples of an earlier run's quality.json, run nothing")
     args = parser.parse_args()
+    variants = args.variants.split(",")
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"--variants: unknown {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     if args.report:
         result = json.loads(args.report.read_text())
         print(report(result | {"table": table(result["runs"])}))
@@ -291,7 +294,7 @@ def main() -> None:
         print("retrieval:", json.dumps(retrieval), flush=True)
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for variant in args.variants.split(","):  # interleaved: both variants of a seed run back to back on the same machine state
+        for variant in variants:  # interleaved: a seed's variants run back to back on the same machine state
             runs.append(one_run(data, args.root, variant, seed, args.topic_steps, args.level_steps,
                                 real=args.real_base, gate_preset=str(gate_preset), topic_lr=args.topic_lr))
             print(f"{variant} seed {seed}: {runs[-1]['seconds']} s (training {runs[-1]['train_seconds']} s), gate "
