@@ -23,7 +23,9 @@ from stats import fmt_interval, paired_mean_interval  # noqa: E402
 from strata.index.store import INDEX_FILE  # noqa: E402
 from strata.settings import Settings  # noqa: E402
 
-VARIANTS = ("explain", "pairs")
+# training data per variant: explain = the old "Explain" chat records (no pairs_train.jsonl); pairs = the
+# synthesized pairs; pairs+text = the pairs plus the topic's chunks in each topic layer (the preset's with_text)
+VARIANTS = {"explain": {}, "pairs": {"with_text": False}, "pairs+text": {"with_text": True}}
 QUICK = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}  # the demo's
 REAL_LR = 2e-4  # topic layers on SmolLM2 (--real-base): the topic preset's own rate, not the tiny base's
 
@@ -119,7 +121,7 @@ def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: in
         settings.pairs_train_jsonl.unlink()
     started = time.monotonic()
     topic = {k: v for k, v in QUICK.items() if k not in ("max_steps",)} | {"seed": seed, "min_steps": topic_steps,
-                                                                            "max_steps": topic_steps}
+                                                                            "max_steps": topic_steps} | VARIANTS[variant]
     if real:
         train_level(settings, 1, per_topic=True, preset="levels/topic", overrides=topic | {"lr": topic_lr},
                     progress=False, check=False)

@@ -82,9 +82,12 @@ def chat_example(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: in
 
 
 def _pack_chat(records: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> list[Block]:
-    """One block per conversation (loss on its final answer); the collator packs them apart (position-id resets)."""
-    blocks = []
+    """One block per conversation (loss on its final answer); the collator packs them apart (position-id resets).
+    Text rows among them (a chat level's `with_text`) become text blocks, loss on every token."""
+    blocks = _pack_text([r for r in records if "messages" not in r and "text" in r], tokenizer, max_seq_len)
     for record in records:
+        if "messages" not in record and "text" in record:
+            continue
         if not isinstance(record.get("messages"), list):
             raise StrataError(f"record {record.get('id', '?')} has no `messages`; use `format: text` or rebuild the dataset.")
         blocks.append(chat_example(record["messages"], tokenizer, max_seq_len))

@@ -67,10 +67,11 @@ def has_pairs(settings: Settings) -> bool:
     return settings.pairs_train_jsonl.is_file()
 
 
-def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str],
-              general_share: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str], general_share: float,
+              with_text: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, val) chat records from pairs_train / pairs_val, with round(general_share x train) general records
-    mixed into train (tagged topic `general`, so a per-topic run keeps them with every topic)."""
+    mixed into train (tagged topic `general`, so a per-topic run keeps them with every topic); `with_text` adds the
+    topics' text records (text_data: chunks, which carry their chat form, and paraphrases, plain text) to train."""
     hint = "run `strata build synthesize` first (it writes data/processed/pairs_train.jsonl)"
     pairs = _filter(read_jsonl(settings.pairs_train_jsonl, hint), topics)
     if not pairs:
@@ -79,7 +80,8 @@ def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str]
     train = [chat_record(p, phrasings) for p in pairs]
     val_pairs = read_jsonl(settings.pairs_val_jsonl, hint) if settings.pairs_val_jsonl.is_file() else []
     val = [chat_record(p, phrasings[:1]) for p in _filter(val_pairs, topics)]
-    return train + general_records(math.ceil(general_share * len(train)), phrasings), val
+    text = text_data(settings, topics)[0] if with_text else []
+    return train + general_records(math.ceil(general_share * len(train)), phrasings) + text, val
 
 
 def text_data(settings: Settings, topics: list[str] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

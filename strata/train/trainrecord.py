@@ -72,6 +72,7 @@ def _summary(job: Any, ctx: Run, run: dict[str, Any], base_fp: str, stage: Path,
         "dataset": {
             **ctx.data,  # the files (or user sources) trained and judged on, with their hashes
             "records": len(job.records), "val_records": len(job.val_records),
+            "text_records": sum("messages" not in r and "text" in r for r in job.records),  # plain text among them
             "topics": sorted({r.get("topic") or DEFAULT_TOPIC for r in job.records}),
             "blocks": run["blocks"], "val_blocks": run["val_blocks"], "tokens": run["tokens"],
         },

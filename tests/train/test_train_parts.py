@@ -86,6 +86,25 @@ def test_chat_labels_cover_only_the_answer(tiny_base):
     assert "[INST] What is lease 0? [/INST]" in everything
 
 
+def test_chat_levels_with_text_train_on_text_rows_too(tiny_base):
+    """`with_text`: a chat level's text rows (its topics' chunks) become text blocks with loss on every token, beside
+    the conversations' answer-only blocks."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    chats = [{"id": "q", "messages": [{"role": "user", "content": "What is a lease?"},
+                                      {"role": "assistant", "content": "A lease conveys control of an asset."}]}]
+    texts = [{"id": "c", "text": "A lessee recognizes a right-of-use asset and a lease liability."}]
+    blocks = batches.build_blocks(chats + texts, tokenizer, "chat", 128)
+    assert len(blocks) == 2
+    text_block = next(b for b in blocks if b.labels == b.input_ids)
+    assert text_block.input_ids == tokenizer(texts[0]["text"])["input_ids"] + [tokenizer.eos_token_id]
+    chat_block = next(b for b in blocks if b is not text_block)
+    assert batches.IGNORE in chat_block.labels
+    with pytest.raises(StrataError, match="has no `messages`"):  # a row with neither is still refused
+        batches.build_blocks([{"id": "x", "prompt": "only a prompt"}], tokenizer, "chat", 128)
+
+
 def test_planned_steps_follow_the_trainers_count():
     from strata.train.trainargs import planned_steps
 
