@@ -24,8 +24,8 @@ from strata.index.store import INDEX_FILE  # noqa: E402
 from strata.settings import Settings  # noqa: E402
 
 # training data per variant: explain = the old "Explain" chat records (no pairs_train.jsonl); pairs = the
-# synthesized pairs; pairs+text = the pairs plus the topic's chunks in each topic layer (the preset's with_text)
-VARIANTS = {"explain": {}, "pairs": {"with_text": False}, "pairs+text": {"with_text": True}}
+# synthesized pairs; pairs+chunks = the pairs plus the topic's chunks in each topic layer (the preset's with_chunks)
+VARIANTS = {"explain": {}, "pairs": {"with_chunks": False}, "pairs+chunks": {"with_chunks": True}}
 QUICK = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}  # the demo's
 REAL_LR = 2e-4  # topic layers on SmolLM2 (--real-base): the topic preset's own rate, not the tiny base's
 

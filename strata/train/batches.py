@@ -81,13 +81,16 @@ def chat_example(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: in
     return Block(ids, labels)
 
 
+def is_plain_text(record: dict[str, Any]) -> bool:
+    """A text row with no chat form (a teacher paraphrase): a chat level trains on it as text."""
+    return "messages" not in record and "text" in record
+
+
 def _pack_chat(records: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> list[Block]:
     """One block per conversation (loss on its final answer); the collator packs them apart (position-id resets).
-    Text rows among them (a chat level's `with_text`) become text blocks, loss on every token."""
-    blocks = _pack_text([r for r in records if "messages" not in r and "text" in r], tokenizer, max_seq_len)
-    for record in records:
-        if "messages" not in record and "text" in record:
-            continue
+    Plain text rows among them (a chat level's `with_chunks` paraphrases) become text blocks, loss on every token."""
+    blocks = _pack_text([r for r in records if is_plain_text(r)], tokenizer, max_seq_len)
+    for record in (r for r in records if not is_plain_text(r)):
         if not isinstance(record.get("messages"), list):
             raise StrataError(f"record {record.get('id', '?')} has no `messages`; use `format: text` or rebuild the dataset.")
         blocks.append(chat_example(record["messages"], tokenizer, max_seq_len))

@@ -68,10 +68,10 @@ def has_pairs(settings: Settings) -> bool:
 
 
 def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str], general_share: float,
-              with_text: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+              with_chunks: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, val) chat records from pairs_train / pairs_val, with round(general_share x train) general records
-    mixed into train (tagged topic `general`, so a per-topic run keeps them with every topic); `with_text` adds the
-    topics' text records (text_data: chunks, which carry their chat form, and paraphrases, plain text) to train."""
+    mixed into train (tagged topic `general`, so a per-topic run keeps them with every topic); `with_chunks` adds
+    chunk_records (chunks carry their chat form; paraphrases are plain text) to train."""
     hint = "run `strata build synthesize` first (it writes data/processed/pairs_train.jsonl)"
     pairs = _filter(read_jsonl(settings.pairs_train_jsonl, hint), topics)
     if not pairs:
@@ -80,19 +80,25 @@ def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str]
     train = [chat_record(p, phrasings) for p in pairs]
     val_pairs = read_jsonl(settings.pairs_val_jsonl, hint) if settings.pairs_val_jsonl.is_file() else []
     val = [chat_record(p, phrasings[:1]) for p in _filter(val_pairs, topics)]
-    text = text_data(settings, topics)[0] if with_text else []
+    text = chunk_records(settings, topics) if with_chunks else []
     return train + general_records(math.ceil(general_share * len(train)), phrasings) + text, val
 
 
-def text_data(settings: Settings, topics: list[str] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train, val) text records: every chunk (train.jsonl and val.jsonl: with pairs, no section is held out) plus
-    the teacher's paraphrases; val is the held-out pairs as question + answer text."""
+def chunk_records(settings: Settings, topics: list[str] | None) -> list[dict[str, Any]]:
+    """Every chunk of `topics` (train.jsonl and val.jsonl: with pairs, no section is held out) plus the teacher's
+    paraphrases."""
     hint = "run `strata build dataset` first"
     chunks = read_jsonl(settings.train_jsonl, hint)
     for extra in (settings.val_jsonl, settings.paraphrases_jsonl):
         if Path(extra).is_file():
             chunks += read_jsonl(extra, hint)
-    train = _filter([r for r in chunks if r.get("text")], topics)
+    return _filter([r for r in chunks if r.get("text")], topics)
+
+
+def text_data(settings: Settings, topics: list[str] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, val) text records: chunk_records; val is the held-out pairs as question + answer text."""
+    hint = "run `strata build dataset` first"
+    train = chunk_records(settings, topics)
     val_pairs = read_jsonl(settings.pairs_val_jsonl, hint) if settings.pairs_val_jsonl.is_file() else []
     val = [{"id": p["id"], "topic": p["topic"], "text": f"{p['question']}\n{p['answer']}"}
            for p in _filter(val_pairs, topics)]

@@ -45,7 +45,7 @@ class TrainPreset:
     # chat training on pairs also trains on its topics' chunks (each as the dataset's chat record, "Explain
     # <heading> (<topic>)." -> the chunk) and the teacher's paraphrases (plain text rows), beside the pairs: the facts
     # a held-out question asks about are then in the layer's own data
-    with_text: bool = False
+    with_chunks: bool = False
     # any other transformers.TrainingArguments field, passed through as is (e.g. {save_total_limit: 2, optim: adamw_8bit})
     trainer: dict[str, Any] = field(default_factory=dict)
     # user data this level trains on instead of data/processed/train.jsonl: globs (relative to the workspace) or

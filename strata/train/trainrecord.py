@@ -15,7 +15,7 @@ from strata.export.adapter_gguf import DORA_MESSAGE, FINGERPRINT_KEY, export_ada
 from strata.files import atomic_write_jsonl, now_iso, sha256_file
 from strata.modelfolder import SUMMARY, fingerprint
 from strata.settings import DEFAULT_TOPIC
-from strata.train import layers
+from strata.train import batches, layers
 from strata.train.lossplot import plot_loss
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def _summary(job: Any, ctx: Run, run: dict[str, Any], base_fp: str, stage: Path,
         "dataset": {
             **ctx.data,  # the files (or user sources) trained and judged on, with their hashes
             "records": len(job.records), "val_records": len(job.val_records),
-            "text_records": sum("messages" not in r and "text" in r for r in job.records),  # plain text among them
+            "text_records": sum(map(batches.is_plain_text, job.records)),  # plain text rows among them
             "topics": sorted({r.get("topic") or DEFAULT_TOPIC for r in job.records}),
             "blocks": run["blocks"], "val_blocks": run["val_blocks"], "tokens": run["tokens"],
         },

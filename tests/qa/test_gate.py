@@ -66,12 +66,12 @@ def test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix(built):
             t: {k: v for k, v in c.items() if k not in ("samples", "scores")}
             for t, c in gate["matrix"][topic].items()}  # the summary leaves per-pair scores and samples to gate.json
         assert summary["hyperparameters"]["min_steps"] == 16 and summary["metrics"]["steps"] == 16
-        # the topic preset's with_text: the topic's chunks (their chat records) train beside its pairs (+ a general
-        # share under 21 rows); no teacher, so no paraphrases as plain text rows
+        # the topic preset's with_chunks: the topic's chunks (their chat records) train beside its pairs, plus a general
+        # share smaller than the chunks; no teacher, so no paraphrases (plain text rows)
         chunks = [r for r in read_jsonl(settings.train_jsonl, "") + read_jsonl(settings.val_jsonl, "")
                   if r["topic"] == topic]
         pairs = [r for r in read_jsonl(settings.pairs_train_jsonl, "") if r["topic"] == topic]
-        assert summary["hyperparameters"]["with_text"] and summary["dataset"]["text_records"] == 0
+        assert summary["hyperparameters"]["with_chunks"] and summary["dataset"]["text_records"] == 0
         assert len(pairs) + len(chunks) <= summary["dataset"]["records"] < len(pairs) + 2 * len(chunks)
         assert summary["training_arguments"]["warmup_steps"] == 1  # the topic preset's 10 % warm-up
     assert json.loads((settings.peft / "gate.json").read_text())["verdicts"] == gate["verdicts"]
@@ -114,7 +114,7 @@ def test_a_layer_trained_on_another_topic_fails_and_promote_refuses_it(built, tm
           {t: (honest["verdicts"][t]["own_f1"], honest["verdicts"][t]["base_f1"]) for t in TOPICS})
 
     # ASC_Leases retrained on Financial Accounting's pairs and chunk text (relabelled): the worse-on-purpose layer
-    files = (settings.pairs_train_jsonl, settings.train_jsonl, settings.val_jsonl)  # the topic preset's with_text
+    files = (settings.pairs_train_jsonl, settings.train_jsonl, settings.val_jsonl)  # the topic preset's with_chunks
     originals = {path: read_jsonl(path, "") for path in files}
     for path, rows in originals.items():
         atomic_write_jsonl(path, [r for r in rows if r["topic"] != "ASC_Leases"] + [

@@ -86,8 +86,8 @@ def test_chat_labels_cover_only_the_answer(tiny_base):
     assert "[INST] What is lease 0? [/INST]" in everything
 
 
-def test_chat_levels_with_text_train_on_text_rows_too(tiny_base):
-    """`with_text`: a chat level's text rows (its topics' chunks) become text blocks with loss on every token, beside
+def test_chat_levels_with_chunks_train_on_text_rows_too(tiny_base):
+    """`with_chunks`: a chat level's text rows (its topics' chunks) become text blocks with loss on every token, beside
     the conversations' answer-only blocks."""
     from transformers import AutoTokenizer
 
