@@ -48,7 +48,7 @@ def real_base() -> tuple[Path, Path]:
     return rebuilt_folder(), make_embedder()
 
 
-def prepared(root: Path, base: Path, embedder: Path | None = None) -> Settings:
+def prepared(root: Path, base: Path, embedder: Path | None = None, val_fraction: float | None = None) -> Settings:
     """One workspace with the kit PDFs pretested, chunked and synthesized (extractive), shared by every run; with
     `embedder`, also its evidence index (MiniLM vectors) and, as models/base.gguf, the base in Q4_K_M."""
     from strata.data.dataset import build_dataset
@@ -62,7 +62,10 @@ def prepared(root: Path, base: Path, embedder: Path | None = None) -> Settings:
         write_sample_pdfs(settings.raw_pdfs)
         run_pretest(settings)
         build_dataset(settings)
-        synthesize(settings, generator="extractive", progress=False)
+        preset = root / "synthesis.yaml"  # the repo's preset, with the bench's held-out share
+        knobs = yaml.safe_load((REPO / "presets" / "synthesis.yaml").read_text())
+        preset.write_text(yaml.safe_dump(knobs | ({"val_fraction": val_fraction} if val_fraction else {})))
+        synthesize(settings, preset=str(preset), generator="extractive", progress=False)
     if embedder is not None and not (settings.workspace / INDEX_FILE).is_file():
         from strata.export.convert import convert_model
         from strata.index.builder import build_index
@@ -100,7 +103,7 @@ def recall(data: Settings, embedder: Path, ks: tuple[int, ...] = (1, 3, 5)) -> d
 
 
 def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: int, level_steps: int,
-            real: bool = False, gate_preset: str = "gate", topic_lr: float = REAL_LR) -> dict:
+            real: bool = False, gate_preset: str = "gate", topic_lr: float | None = None) -> dict:
     """Levels 1-3 + topic layers on `variant`'s data (explain: no pairs_train, so the chat levels read the old
     Explain records), merge, convert, gate on the same held-out pairs. `real`: no levels (each topic layer trains
     on the real base itself, served as the prepared models/base.gguf) and the gate answers grounded too."""
@@ -122,8 +125,9 @@ def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: in
     started = time.monotonic()
     topic = {k: v for k, v in QUICK.items() if k not in ("max_steps",)} | {"seed": seed, "min_steps": topic_steps,
                                                                             "max_steps": topic_steps} | VARIANTS[variant]
+    topic["lr"] = topic_lr or (REAL_LR if real else QUICK["lr"])
     if real:
-        train_level(settings, 1, per_topic=True, preset="levels/topic", overrides=topic | {"lr": topic_lr},
+        train_level(settings, 1, per_topic=True, preset="levels/topic", overrides=topic,
                     progress=False, check=False)
         trained = time.monotonic() - started
         gate = run_gate(settings, model=data.models / "base.gguf", preset=gate_preset, progress=False,
@@ -170,13 +174,15 @@ def own(gate: dict, key: str, layer: str | None = None) -> list[float]:
     return [gate["matrix"][layer or v["layer"]][v["topic"]].get(key) or 0 for v in gate["verdicts"].values()]
 
 
-def pooled_gain(runs: list[dict], key: str) -> tuple[float, float, float] | None:
-    """Mean own-topic gain of the topic layers over the base, per held-out pair (each layer's own-topic pairs against
-    the base's answers to the same pairs, every seed pooled), with a bootstrap 95 % interval over the pairs."""
+def pooled_gain(runs: list[dict], key: str, part: str = "matrix") -> tuple[float, float, float] | None:
+    """Mean own-topic gain of the topic layers over the base, per held-out pair (`part` "recall": per trained pair
+    asked again) (each layer's own-topic pairs against the base's answers to the same pairs, every seed pooled),
+    with a bootstrap 95 % interval over the pairs."""
     layer, base = [], []
     for r in runs:
         for v in r["gate"]["verdicts"].values():
-            mine, theirs = (r["gate"]["matrix"][name][v["topic"]].get("scores") for name in (v["layer"], "base"))
+            mine, theirs = ((r["gate"].get(part) or {}).get(name, {}).get(v["topic"], {}).get("scores")
+                            for name in (v["layer"], "base"))
             if not mine or not theirs or len(mine) != len(theirs):
                 return None  # a gate record from before per-pair scores, or a pair that errored
             layer += [s[key] or 0 for s in mine]
@@ -191,8 +197,9 @@ def table(runs: list[dict]) -> str:
                    for c in row.values())
     lines = ["| data | seeds | base F1 (own topics) | topic layer F1 (own topic) | gain | own-topic perplexity drop | "
              "layers beating the base's perplexity | layers passing the gate | general ppl ratio |"
-             " F1 gain, pooled pairs [95 %] |" + (" base F1 grounded | topic layer F1 grounded |" if grounded else ""),
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if grounded else "")]
+             " F1 gain, pooled pairs [95 %] | F1 gain on trained pairs, pooled [95 %] |"
+             + (" base F1 grounded | topic layer F1 grounded |" if grounded else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if grounded else "")]
     for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant]
         if not mine:
@@ -208,7 +215,7 @@ def table(runs: list[dict]) -> str:
         row = (f"| {variant} | {len(mine)} | {spread(base)} | {spread(mean_own)} | {spread(gain)} | "
                f"{spread([statistics.mean(d) for d in drops])} | {sum(x > 0 for d in drops for x in d)}/"
                f"{len(verdicts)} | {sum(v['passed'] for v in verdicts)}/{len(verdicts)} | {spread(ratio)} |")
-        row += f" {fmt_interval(pooled_gain(mine, 'f1'), 3)} |"
+        row += f" {fmt_interval(pooled_gain(mine, 'f1'), 3)} | {fmt_interval(pooled_gain(mine, 'f1', 'recall'), 3)} |"
         if grounded:
             row += (f" {spread([statistics.mean(own(r['gate'], 'f1_grounded', 'base')) for r in mine])} |"
                     f" {spread([statistics.mean(own(r['gate'], 'f1_grounded')) for r in mine])} |")
@@ -268,7 +275,10 @@ def main() -> None:
     parser.add_argument("--pairs-per-topic", type=int, default=40, help="held-out pairs the gate scores per topic")
     parser.add_argument("--teacher-chunks", type=int, default=8, help="chunks for the teacher throughput (0: skip)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="which training data to compare")
-    parser.add_argument("--topic-lr", type=float, default=REAL_LR, help="topic layers' rate with --real-base")
+    parser.add_argument("--topic-lr", type=float, default=None,
+                        help=f"topic layers' rate (default {QUICK['lr']}, with --real-base {REAL_LR})")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="share of each topic's pairs held out for the gate (default: presets/synthesis.yaml's)")
     parser.add_argument("--report", type=Path, default=None, metavar="QUALITY_JSON",
                         help="print the tables, matrices and examples of an earlier run's quality.json, run nothing")
     args = parser.parse_args()
@@ -288,9 +298,10 @@ def main() -> None:
     gate_preset.write_text(yaml.safe_dump(knobs))
     if args.real_base:
         base, embedder = real_base()
-        data = prepared(args.root, base, embedder)
+        data = prepared(args.root, base, embedder, args.val_fraction)
     else:
-        data, embedder = prepared(args.root, base_model(args.root, args.size, args.pretrain_steps)), None
+        data = prepared(args.root, base_model(args.root, args.size, args.pretrain_steps), None, args.val_fraction)
+        embedder = None
     retrieval = recall(data, embedder) if embedder else None
     if retrieval:
         print("retrieval:", json.dumps(retrieval), flush=True)
@@ -305,7 +316,8 @@ def main() -> None:
     result = {"runs": runs, "teacher": throughput, "table": table(runs), "retrieval": retrieval,
               "base": str(data.base_model), "size": None if args.real_base else args.size,
               "pretrain_steps": args.pretrain_steps, "topic_steps": args.topic_steps, "level_steps": args.level_steps,
-              "levels_training": QUICK, "real_training": {"lr": args.topic_lr} if args.real_base else None}
+              "levels_training": QUICK, "topic_lr": args.topic_lr or (REAL_LR if args.real_base else QUICK["lr"]),
+              "val_fraction": args.val_fraction}
     (args.root / "quality.json").write_text(json.dumps(result, indent=2, default=str))
     print(report(result))
 

@@ -40,6 +40,10 @@ class GatePreset:
     # also answer each held-out pair through /gen/ask with the same adapters when the workspace has an evidence
     # index: the matrix's grounded F1, beside the ungrounded one (informational: the verdict uses `metric`)
     grounded: bool = True
+    # trained pairs per topic asked again as trained: the base on each topic's, every layer on its own topic's. A
+    # layer that fails can then be told apart: it did not learn its data (train longer) or it learned it and does not
+    # answer new questions (more varied pairs, a larger base). Informational; 0 skips it
+    recall_pairs: int = 8
 
 
 def topic_layers(settings: Settings) -> list[tuple[Path, str]]:
@@ -54,16 +58,33 @@ def topic_layers(settings: Settings) -> list[tuple[Path, str]]:
     return found
 
 
-def _held_out(settings: Settings, per_topic: int) -> dict[str, list[dict[str, Any]]]:
-    rows = read_jsonl(settings.pairs_val_jsonl, "run `strata build synthesize` first (the gate scores held-out pairs)")
+def _by_topic(rows: list[dict[str, Any]], per_topic: int) -> dict[str, list[dict[str, Any]]]:
+    """The first `per_topic` answerable pairs of each topic, topics sorted."""
     by_topic: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row.get("type") != "unanswerable" and len(by_topic[row["topic"]]) < per_topic:
             by_topic[row["topic"]].append(row)
+    return dict(sorted(by_topic.items()))
+
+
+def _held_out(settings: Settings, per_topic: int) -> dict[str, list[dict[str, Any]]]:
+    by_topic = _by_topic(read_jsonl(settings.pairs_val_jsonl, "run `strata build synthesize` first (the gate scores "
+                                    "held-out pairs)"), per_topic)
     if not by_topic:
         raise StrataError(f"{settings.pairs_val_jsonl} holds no answerable held-out pairs; rebuild with "
                           "`strata build synthesize` (presets/synthesis.yaml val_fraction > 0)")
-    return dict(sorted(by_topic.items()))
+    return by_topic
+
+
+def _trained(settings: Settings, per_topic: int) -> dict[str, list[dict[str, Any]]]:
+    """Up to `per_topic` training pairs of each topic (none without pairs_train.jsonl or with per_topic 0)."""
+    if per_topic <= 0 or not settings.pairs_train_jsonl.is_file():
+        return {}
+    return _by_topic(read_jsonl(settings.pairs_train_jsonl, ""), per_topic)
+
+
+def _asked(pairs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(p["question"], p["answer"]) for p in pairs]
 
 
 def _score(client: QAClient, layer: Layer, items: list[tuple[str, str]], preset: GatePreset,
@@ -113,11 +134,15 @@ def _gain(own: dict[str, Any], base: dict[str, Any], metric: str) -> float | Non
     return own[metric] - base[metric]
 
 
-def verdict(layer: str, topic: str, matrix: dict, general: dict, preset: GatePreset) -> dict[str, Any]:
+def verdict(layer: str, topic: str, matrix: dict, general: dict, preset: GatePreset,
+            recall: dict | None = None) -> dict[str, Any]:
     """Passed when the layer beats the base on its own topic by >= min_gain F1 and its general-prompt perplexity
-    rose by at most max_general_ppl_increase; `reasons` says what failed, with the numbers."""
+    rose by at most max_general_ppl_increase; `reasons` says what failed, with the numbers, and `diagnosis` (with
+    `recall`, the trained pairs' cells) whether a layer that lost on new questions learned its own pairs."""
     own, base = matrix[layer].get(topic) or {}, matrix[BASE].get(topic) or {}
     gain = _gain(own, base, preset.metric)
+    mine, theirs = ((recall or {}).get(name, {}).get(topic) or {} for name in (layer, BASE))
+    trained_gain = _gain(mine, theirs, preset.metric)
     ratio = (general[layer]["perplexity"] / general[BASE]["perplexity"]
              if general[layer].get("perplexity") and general[BASE].get("perplexity") else None)
     reasons = []
@@ -132,9 +157,22 @@ def verdict(layer: str, topic: str, matrix: dict, general: dict, preset: GatePre
         reasons.append(f"general-prompt perplexity rose {ratio - 1:+.1%} over the base (limit "
                        f"{preset.max_general_ppl_increase:+.1%})")
     return {"layer": layer, "topic": topic, "own_f1": own.get("f1"), "base_f1": base.get("f1"), "metric": preset.metric,
-            "gain": gain,
+            "gain": gain, "trained_f1": mine.get("f1"), "base_trained_f1": theirs.get("f1"), "trained_gain": trained_gain,
             "general_ppl_ratio": ratio, "general_drift": general[layer].get("drift"), "passed": not reasons,
-            "reasons": reasons}
+            "reasons": reasons, "diagnosis": _diagnosis(gain, trained_gain, mine, theirs, preset)}
+
+
+def _diagnosis(gain: float | None, trained_gain: float | None, mine: dict, theirs: dict,
+               preset: GatePreset) -> str | None:
+    """For a layer that did not beat the base on new questions of its topic: did it learn its own training pairs?"""
+    if gain is None or gain >= preset.min_gain or trained_gain is None:
+        return None
+    numbers = f"trained-pair {preset.metric} {mine[preset.metric]:.3f} vs base {theirs[preset.metric]:.3f}"
+    if trained_gain < preset.min_gain:
+        return (f"it does not answer its own training pairs better than the base either ({numbers}): it has not "
+                "learned its data; train it longer or at a higher rate (topic preset min_steps / lr)")
+    return (f"it answers its own training pairs ({numbers}) but not new questions: it memorized its pairs without "
+            "generalizing; give it more varied pairs per fact (an LLM teacher, paraphrases) or a larger base")
 
 
 def run_gate(settings: Settings, *, model: str | Path | None = None, preset: str = "gate", progress: bool = True,
@@ -154,14 +192,18 @@ def run_gate(settings: Settings, *, model: str | Path | None = None, preset: str
         raise StrataError(f"no topic layers under {settings.peft} (adapter dirs whose training_summary.json names a "
                           "topic); train them with `strata build train --per-topic` first")
     held = _held_out(settings, knobs.max_pairs_per_topic)
+    trained = _trained(settings, knobs.recall_pairs)
     general = [(item.text, item.reference) for item in load_prompt_set(knobs.general).items if item.reference]
     plan = build_plan([folder for folder, _ in layers], [], settings.peft)
     topic_of = {layer.name: topic for layer, (_, topic) in zip(plan[1:], layers)}
     matrix: dict[str, dict[str, Any]] = {}
     probes: dict[str, dict[str, Any]] = {}
+    recall: dict[str, dict[str, Any]] = {}
     outputs: dict[str, list[dict[str, Any]]] = {}
     grounded = knobs.grounded and (settings.workspace / INDEX_FILE).is_file()
-    total = len(plan) * (sum(len(v) for v in held.values()) + len(general))
+    recall_topics = {BASE: list(trained), **{name: [t] if t in trained else [] for name, t in topic_of.items()}}
+    total = (len(plan) * (sum(len(v) for v in held.values()) + len(general))
+             + sum(len(trained[t]) for topics in recall_topics.values() for t in topics))
     started = time.monotonic()
     with serve_target(settings, None, model, plan, None) as url, QAClient(url) as client, \
             ThreadPoolExecutor(max_workers=knobs.concurrency) as pool, \
@@ -170,21 +212,25 @@ def run_gate(settings: Settings, *, model: str | Path | None = None, preset: str
             bar.set_description(f"gate {layer.name}")
             matrix[layer.name] = {}
             for topic, pairs in held.items():
-                results = _score(client, layer, [(p["question"], p["answer"]) for p in pairs], knobs, pool, grounded)
+                results = _score(client, layer, _asked(pairs), knobs, pool, grounded)
                 matrix[layer.name][topic] = _cell(results)
                 bar.update(len(pairs))
             outputs[layer.name] = _score(client, layer, general, knobs, pool)
             bar.update(len(general))
+            for topic in recall_topics[layer.name]:
+                pairs = trained[topic]
+                recall.setdefault(layer.name, {})[topic] = _cell(_score(client, layer, _asked(pairs), knobs, pool))
+                bar.update(len(pairs))
     for layer in plan:
         base_out = [r.get("output") for r in outputs[BASE]]
         drift = [m.drift(r["output"], b) for r, b in zip(outputs[layer.name], base_out)
                  if "error" not in r and b is not None]
         probes[layer.name] = _cell(outputs[layer.name]) | {"drift": m.mean(drift)}
-    verdicts = {name: verdict(name, topic, matrix, probes, knobs) for name, topic in topic_of.items()}
+    verdicts = {name: verdict(name, topic, matrix, probes, knobs, recall) for name, topic in topic_of.items()}
     record = {"model": str(model or settings.model_path), "preset": asdict(knobs), "topics": list(held),
               "layers": [{"name": l.name, "topic": topic_of.get(l.name), "adapters": [p for p, _ in l.adapters]}
                          for l in plan],
-              "matrix": matrix, "general": probes, "verdicts": verdicts,
+              "matrix": matrix, "general": probes, "recall": recall, "verdicts": verdicts,
               "passed": all(v["passed"] for v in verdicts.values()), "seconds": round(time.monotonic() - started, 1),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     record["run_dir"] = str(_write(settings, record, plan, layers))
@@ -216,9 +262,10 @@ def _lean(row: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def matrix_table(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the matrix: rows are layers, columns topics (F1 / ROUGE-L / answer perplexity, then the
-    grounded F1 when measured), then the general-prompt perplexity, drift from the base and the verdict."""
+    grounded F1 when measured), then the F1 on its own topic's trained pairs (the base's in brackets), the
+    general-prompt perplexity, drift from the base and the verdict."""
     topics = record["topics"]
-    head = ["layer", *topics, "general ppl / drift", "gate"]
+    head = ["layer", *topics, "trained pairs F1 (base)", "general ppl / drift", "gate"]
     rows = []
     for layer in [BASE, *record["verdicts"]]:
         cells = []
@@ -229,7 +276,9 @@ def matrix_table(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         g = record["general"][layer]
         v = record["verdicts"].get(layer)
         mark = "-" if v is None else ("passed" if v["passed"] else "FAILED")
-        rows.append([layer, *cells, f"{_num(g.get('perplexity'), 1)} / {_num(g.get('drift'))}", mark])
+        trained = "-" if v is None or v.get("trained_f1") is None else \
+            f"{_num(v['trained_f1'])} ({_num(v.get('base_trained_f1'))})"
+        rows.append([layer, *cells, trained, f"{_num(g.get('perplexity'), 1)} / {_num(g.get('drift'))}", mark])
     return head, rows
 
 
@@ -244,10 +293,13 @@ def format_matrix(record: dict[str, Any]) -> str:
     lines.append("cells: F1 / ROUGE-L / perplexity of the held-out answers"
                  + (" | F1 grounded (/gen/ask, same adapters)" if grounded else "")
                  + f"; gate: own-topic {preset['metric']} gain >= {preset['min_gain']:+.3f} over base and general "
-                 f"perplexity rise <= {preset['max_general_ppl_increase']:.0%}")
+                 f"perplexity rise <= {preset['max_general_ppl_increase']:.0%}; trained pairs: its own topic's "
+                 "training pairs asked as trained")
     for v in record["verdicts"].values():
         if not v["passed"]:
             lines.append(f"  {v['layer']} FAILED: " + "; ".join(v["reasons"]))
+        if v.get("diagnosis"):
+            lines.append(f"  {v['layer']}: {v['diagnosis']}")
     return "\n".join(lines)
 
 

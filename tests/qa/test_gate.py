@@ -58,6 +58,21 @@ def test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix(built):
             assert cell["samples"] and all(s["prompt"] and s["output"] is not None and s["grounded"] is not None
                                            for s in cell["samples"])
     assert set(gate["general"]["base"]) >= {"perplexity", "drift"} and gate["general"]["base"]["drift"] == 0
+    # trained pairs asked again: the base on every topic's, each layer on its own topic's (what the diagnosis reads)
+    trained = read_jsonl(settings.pairs_train_jsonl, "")
+    assert set(gate["recall"]) == {"base", *TOPICS} and set(gate["recall"]["base"]) == {r["topic"] for r in trained if r["type"] != "unanswerable"}
+    for topic in TOPICS:
+        cell, verdict = gate["recall"][topic], gate["verdicts"][topic]
+        own = [r for r in trained if r["topic"] == topic and r["type"] != "unanswerable"][:8]
+        assert list(cell) == [topic] and cell[topic]["pairs"] == len(own) > 0 and cell[topic]["errors"] == 0
+        assert [s["prompt"] for s in cell[topic]["samples"]] == [r["question"] for r in own[:3]]
+        assert verdict["trained_f1"] == cell[topic]["f1"]
+        assert verdict["base_trained_f1"] == gate["recall"]["base"][topic]["f1"]
+        # a layer that lost on new questions is told whether it learned its own pairs; one that won is not
+        assert (verdict["diagnosis"] is None) == (verdict["gain"] >= 0.02)
+        if verdict["diagnosis"]:
+            assert verdict["diagnosis"] in printed and "trained-pair f1" in verdict["diagnosis"]
+    assert "trained pairs F1 (base)" in printed
     assert "ASC_Leases" in printed and "general ppl / drift" in printed  # the matrix was printed as it ran
     assert "F1 grounded (/gen/ask, same adapters)" in printed
     for topic in TOPICS:  # each layer's summary and peft/gate.json carry its verdict
@@ -150,3 +165,24 @@ def test_a_layer_trained_on_another_topic_fails_and_promote_refuses_it(built, tm
         promote(store, "gated@v1", "prod")
     record, problems = promote(store, "gated@v1", "prod", force=True)
     assert record["version"] == "v1" and any("ASC_Leases" in p for p in problems)
+
+
+def test_the_diagnosis_tells_an_unlearned_layer_from_one_that_did_not_generalize():
+    """verdict() on gate cells: a layer that loses on new questions of its topic is told apart by its own trained
+    pairs: no better than the base there (it has not learned its data) or clearly better (it memorized)."""
+    from strata.qa.gate import GatePreset, verdict
+
+    def cells(layer_f1: float, base_f1: float) -> dict:
+        return {"ASC_Leases": {"ASC_Leases": {"f1": layer_f1}}, "base": {"ASC_Leases": {"f1": base_f1}}}
+
+    general = {"ASC_Leases": {"perplexity": 10.0}, "base": {"perplexity": 10.0}}
+    preset = GatePreset()
+    lost = cells(0.10, 0.12)  # held-out F1: the layer below the base
+    unlearned = verdict("ASC_Leases", "ASC_Leases", lost, general, preset, recall=cells(0.13, 0.12))
+    memorized = verdict("ASC_Leases", "ASC_Leases", lost, general, preset, recall=cells(0.63, 0.12))
+    assert not unlearned["passed"] and "has not learned its data" in unlearned["diagnosis"]
+    assert "0.130 vs base 0.120" in unlearned["diagnosis"] and unlearned["trained_gain"] == pytest.approx(0.01)
+    assert not memorized["passed"] and "without generalizing" in memorized["diagnosis"]
+    won = verdict("ASC_Leases", "ASC_Leases", cells(0.20, 0.12), general, preset, recall=cells(0.63, 0.12))
+    assert won["passed"] and won["diagnosis"] is None
+    assert verdict("ASC_Leases", "ASC_Leases", lost, general, preset)["diagnosis"] is None  # nothing to tell from
