@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -24,8 +25,11 @@ from strata.index.store import INDEX_FILE  # noqa: E402
 from strata.settings import Settings  # noqa: E402
 
 # training data per variant: explain = the old "Explain" chat records (no pairs_train.jsonl); pairs = the
-# synthesized pairs; pairs+chunks = the pairs plus the topic's chunks in each topic layer (the preset's with_chunks)
-VARIANTS = {"explain": {}, "pairs": {"with_chunks": False}, "pairs+chunks": {"with_chunks": True}}
+# synthesized pairs; pairs+chunks = the pairs plus the topic's chunks in each topic layer (the preset's with_chunks);
+# pairs+chunks+permuted = also two sentence-shuffled copies of each chunk (the preset's permutations)
+VARIANTS = {"explain": {}, "pairs": {"with_chunks": False, "permutations": 0},
+            "pairs+chunks": {"with_chunks": True, "permutations": 0},
+            "pairs+chunks+permuted": {"with_chunks": True, "permutations": 2}}
 QUICK = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}  # the demo's
 REAL_LR = 2e-4  # topic layers on SmolLM2 (--real-base): the topic preset's own rate, not the tiny base's
 
@@ -103,7 +107,8 @@ def recall(data: Settings, embedder: Path, ks: tuple[int, ...] = (1, 3, 5)) -> d
 
 
 def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: int, level_steps: int,
-            real: bool = False, gate_preset: str = "gate", topic_lr: float | None = None) -> dict:
+            real: bool = False, gate_preset: str = "gate", topic_lr: float | None = None,
+            general_share: float | None = None) -> dict:
     """Levels 1-3 + topic layers on `variant`'s data (explain: no pairs_train, so the chat levels read the old
     Explain records), merge, convert, gate on the same held-out pairs. `real`: no levels (each topic layer trains
     on the real base itself, served as the prepared models/base.gguf) and the gate answers grounded too."""
@@ -126,6 +131,8 @@ def one_run(data: Settings, root: Path, variant: str, seed: int, topic_steps: in
     topic = {k: v for k, v in QUICK.items() if k not in ("max_steps",)} | {"seed": seed, "min_steps": topic_steps,
                                                                             "max_steps": topic_steps} | VARIANTS[variant]
     topic["lr"] = topic_lr or (REAL_LR if real else QUICK["lr"])
+    if general_share is not None:
+        topic["general_share"] = general_share
     if real:
         train_level(settings, 1, per_topic=True, preset="levels/topic", overrides=topic,
                     progress=False, check=False)
@@ -163,10 +170,11 @@ def teacher_throughput(data: Settings, root: Path, chunks: int) -> dict:
     return {k: summary[k] for k in ("chunks", "pairs", "seconds", "pairs_per_s", "requests", "rejected")}
 
 
-def ppl_drop(gate: dict, verdict: dict) -> float:
-    """Relative drop of the held-out answers' perplexity on the layer's own topic, layer vs base (> 0: better)."""
-    base = gate["matrix"]["base"][verdict["topic"]]["perplexity"]
-    return (base - gate["matrix"][verdict["layer"]][verdict["topic"]]["perplexity"]) / base
+def ppl_drop(gate: dict, verdict: dict, key: str = "perplexity") -> float:
+    """Relative drop of the held-out answers' perplexity (`key` "answer_perplexity": as replies to their questions)
+    on the layer's own topic, layer vs base (> 0: better)."""
+    base = gate["matrix"]["base"][verdict["topic"]][key]
+    return (base - gate["matrix"][verdict["layer"]][verdict["topic"]][key]) / base
 
 
 def own(gate: dict, key: str, layer: str | None = None) -> list[float]:
@@ -174,10 +182,11 @@ def own(gate: dict, key: str, layer: str | None = None) -> list[float]:
     return [gate["matrix"][layer or v["layer"]][v["topic"]].get(key) or 0 for v in gate["verdicts"].values()]
 
 
-def pooled_gain(runs: list[dict], key: str, part: str = "matrix") -> tuple[float, float, float] | None:
+def pooled_gain(runs: list[dict], key: str, part: str = "matrix",
+                log: bool = False) -> tuple[float, float, float] | None:
     """Mean own-topic gain of the topic layers over the base, per held-out pair (`part` "recall": per trained pair
     asked again) (each layer's own-topic pairs against the base's answers to the same pairs, every seed pooled),
-    with a bootstrap 95 % interval over the pairs."""
+    with a bootstrap 95 % interval over the pairs; `log`: of the values' logarithms (a perplexity's)."""
     layer, base = [], []
     for r in runs:
         for v in r["gate"]["verdicts"].values():
@@ -185,9 +194,17 @@ def pooled_gain(runs: list[dict], key: str, part: str = "matrix") -> tuple[float
                             for name in (v["layer"], "base"))
             if not mine or not theirs or len(mine) != len(theirs):
                 return None  # a gate record from before per-pair scores, or a pair that errored
-            layer += [s[key] or 0 for s in mine]
-            base += [s[key] or 0 for s in theirs]
+            if log and any(s.get(key) is None for s in mine + theirs):
+                return None  # a gate record from before the answer perplexity
+            layer += [math.log(s[key]) if log else s[key] or 0 for s in mine]
+            base += [math.log(s[key]) if log else s[key] or 0 for s in theirs]
     return paired_mean_interval(layer, base) if layer else None
+
+
+def pooled_ratio(runs: list[dict], key: str) -> tuple[float, float, float] | None:
+    """Layer / base perplexity (`key`) per own-topic held-out pair: the geometric mean over pairs, with its interval."""
+    diff = pooled_gain(runs, key, log=True)
+    return None if diff is None else tuple(math.exp(x) for x in diff)
 
 
 def table(runs: list[dict]) -> str:
@@ -197,9 +214,10 @@ def table(runs: list[dict]) -> str:
                    for c in row.values())
     lines = ["| data | seeds | base F1 (own topics) | topic layer F1 (own topic) | gain | own-topic perplexity drop | "
              "layers beating the base's perplexity | layers passing the gate | general ppl ratio |"
-             " F1 gain, pooled pairs [95 %] | F1 gain on trained pairs, pooled [95 %] |"
+             " F1 gain, pooled pairs [95 %] | F1 gain on trained pairs, pooled [95 %] | own-topic answer-ppl drop |"
+             " layers beating the base's answer-ppl | answer-ppl layer / base, pooled pairs [95 %] |"
              + (" base F1 grounded | topic layer F1 grounded |" if grounded else ""),
-             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if grounded else "")]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if grounded else "")]
     for variant in VARIANTS:
         mine = [r for r in runs if r["variant"] == variant]
         if not mine:
@@ -216,6 +234,14 @@ def table(runs: list[dict]) -> str:
                f"{spread([statistics.mean(d) for d in drops])} | {sum(x > 0 for d in drops for x in d)}/"
                f"{len(verdicts)} | {sum(v['passed'] for v in verdicts)}/{len(verdicts)} | {spread(ratio)} |")
         row += f" {fmt_interval(pooled_gain(mine, 'f1'), 3)} | {fmt_interval(pooled_gain(mine, 'f1', 'recall'), 3)} |"
+        if all(r["gate"]["matrix"]["base"][v["topic"]].get("answer_perplexity") for r in mine
+               for v in r["gate"]["verdicts"].values()):
+            qdrops = [[ppl_drop(r["gate"], v, "answer_perplexity") for v in r["gate"]["verdicts"].values()]
+                      for r in mine]
+            row += (f" {spread([statistics.mean(d) for d in qdrops])} | {sum(x > 0 for d in qdrops for x in d)}/"
+                    f"{len(verdicts)} | {fmt_interval(pooled_ratio(mine, 'answer_perplexity'), 3)} |")
+        else:
+            row += " — | — | — |"
         if grounded:
             row += (f" {spread([statistics.mean(own(r['gate'], 'f1_grounded', 'base')) for r in mine])} |"
                     f" {spread([statistics.mean(own(r['gate'], 'f1_grounded')) for r in mine])} |")
@@ -277,6 +303,10 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="which training data to compare")
     parser.add_argument("--topic-lr", type=float, default=None,
                         help=f"topic layers' rate (default {QUICK['lr']}, with --real-base {REAL_LR})")
+    parser.add_argument("--general-share", type=float, default=None,
+                        help="topic layers' share of general pairs (default: presets/levels/topic.yaml's)")
+    parser.add_argument("--base-dir", type=Path, default=None,
+                        help="an existing HF base folder instead of building one (e.g. a demo's models/hf_base)")
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="share of each topic's pairs held out for the gate (default: presets/synthesis.yaml's)")
     parser.add_argument("--report", type=Path, default=None, metavar="QUALITY_JSON",
@@ -300,7 +330,8 @@ def main() -> None:
         base, embedder = real_base()
         data = prepared(args.root, base, embedder, args.val_fraction)
     else:
-        data = prepared(args.root, base_model(args.root, args.size, args.pretrain_steps), None, args.val_fraction)
+        base = args.base_dir or base_model(args.root, args.size, args.pretrain_steps)
+        data = prepared(args.root, base, None, args.val_fraction)
         embedder = None
     retrieval = recall(data, embedder) if embedder else None
     if retrieval:
@@ -309,7 +340,8 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for variant in variants:  # interleaved: a seed's variants run back to back on the same machine state
             runs.append(one_run(data, args.root, variant, seed, args.topic_steps, args.level_steps,
-                                real=args.real_base, gate_preset=str(gate_preset), topic_lr=args.topic_lr))
+                                real=args.real_base, gate_preset=str(gate_preset), topic_lr=args.topic_lr,
+                                general_share=args.general_share))
             print(f"{variant} seed {seed}: {runs[-1]['seconds']} s (training {runs[-1]['train_seconds']} s), gate "
                   f"passed {runs[-1]['gate']['passed']}\n{format_matrix(runs[-1]['gate'])}", flush=True)
     throughput = teacher_throughput(data, args.root, args.teacher_chunks) if args.teacher_chunks else None
@@ -317,7 +349,7 @@ def main() -> None:
               "base": str(data.base_model), "size": None if args.real_base else args.size,
               "pretrain_steps": args.pretrain_steps, "topic_steps": args.topic_steps, "level_steps": args.level_steps,
               "levels_training": QUICK, "topic_lr": args.topic_lr or (REAL_LR if args.real_base else QUICK["lr"]),
-              "val_fraction": args.val_fraction}
+              "val_fraction": args.val_fraction, "general_share": args.general_share}
     (args.root / "quality.json").write_text(json.dumps(result, indent=2, default=str))
     print(report(result))
 

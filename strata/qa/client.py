@@ -100,8 +100,21 @@ class QAClient:
                         soft_prompt: str | None = None) -> list[float | None]:
         """Log-probabilities of the text's own tokens (echo + logprobs; the first is None), under `lora` and
         `soft_prompt` if given."""
-        body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0.0, **_lora_field(lora),
-                **_soft(soft_prompt)}
+        return self._echo_logprobs(text, lora, soft_prompt)
+
+    def answer_logprobs(self, question: str, answer: str, lora: list[tuple[str, float]] | None = None,
+                        soft_prompt: str | None = None) -> list[float | None]:
+        """Log-probabilities of `answer`'s tokens as the reply to `question`: the chat format's prompt for the question
+        (/apply-template), then the answer's tokens (/tokenize), scored in one /v1/completions echo."""
+        prompt = self._request("POST", "/apply-template",
+                               json={"messages": [{"role": "user", "content": question}]})["tokens"]
+        reply = self._request("POST", "/tokenize", json={"content": answer, "parse_special": False})["tokens"]
+        return self._echo_logprobs(prompt + reply, lora, soft_prompt)[len(prompt):len(prompt) + len(reply)]
+
+    def _echo_logprobs(self, prompt: str | list[int], lora: list[tuple[str, float]] | None,
+                       soft_prompt: str | None) -> list[float | None]:
+        body = {"prompt": prompt, "max_tokens": 1, "echo": True, "logprobs": 0, "temperature": 0.0,
+                **_lora_field(lora), **_soft(soft_prompt)}
         reply = self._request("POST", "/v1/completions", json=body)
         try:
             logprobs = reply["choices"][0]["logprobs"]
@@ -109,12 +122,11 @@ class QAClient:
         except (KeyError, IndexError, TypeError):
             raise ServerError("the server returned no prompt logprobs for /v1/completions with echo; "
                               "start it with logits_all enabled") from None
-        # With echo the last usage.completion_tokens entries belong to the generated token(s): keep the text's own.
-        # (Not text_offset: llama-cpp-python's offsets count SentencePiece's leading space.)
-        generated = (reply.get("usage") or {}).get("completion_tokens")
-        if isinstance(generated, int) and 0 < generated < len(values):
-            values = values[:-generated]
-        return values
+        # With echo the entries after the prompt's usage.prompt_tokens belong to the generated token (an end-of-text
+        # included, which completion_tokens does not count): keep the prompt's own. (Not text_offset:
+        # llama-cpp-python's offsets count SentencePiece's leading space.)
+        prompt_tokens = (reply.get("usage") or {}).get("prompt_tokens")
+        return values[:prompt_tokens] if isinstance(prompt_tokens, int) and prompt_tokens > 0 else values
 
 
 def _lora_field(lora: list[tuple[str, float]] | None) -> dict[str, Any]:

@@ -22,16 +22,25 @@ from strata.settings import Settings
 GATE_FILE = "gate.json"  # peft/gate.json: the latest verdicts, which `release publish` carries
 SUMMARY_FILE = "training_summary.json"
 SAMPLES, SAMPLE_KEYS = 3, ("prompt", "reference", "output", "grounded")  # per matrix cell, kept in gate.json
-SCORE_KEYS = ("f1", "rouge_l", "f1_grounded")
+SCORE_KEYS = ("f1", "rouge_l", "f1_grounded", "answer_perplexity")
+PERPLEXITIES = ("perplexity", "answer_perplexity")  # lower is better: a gain is their relative drop
 
 
 @dataclass(frozen=True)
 class GatePreset:
     """presets/gate.yaml: what a topic layer must do to pass."""
 
-    metric: Literal["f1", "rouge_l", "perplexity"] = "f1"  # what "beats the base on its own topic" compares
-    min_gain: float = 0.02  # X: own-topic gain over the base (F1 / ROUGE-L points; perplexity: relative drop)
+    # what "beats the base on its own topic" compares: token F1 or ROUGE-L of the greedy answer, the perplexity of the
+    # reference answer as text, or answer_perplexity: of the reference answer as the reply to its question
+    metric: Literal["f1", "rouge_l", "perplexity", "answer_perplexity"] = "answer_perplexity"
+    min_gain: float = 0.05  # X: own-topic gain over the base (F1 / ROUGE-L points; perplexities: relative drop)
+    # the greedy answers must not get worse: own-topic F1 may fall at most this far below the base's (None: unchecked;
+    # with metric f1 the gain already covers it)
+    max_f1_loss: float | None = 0.02
     max_general_ppl_increase: float = 0.15  # Y: general-prompt perplexity may rise at most this share over the base
+    # which perplexity of the general prompts' references the forgetting check compares: as replies to their prompts
+    # (answer_perplexity) or as bare text (perplexity)
+    general_metric: Literal["perplexity", "answer_perplexity"] = "answer_perplexity"
     max_pairs_per_topic: int = 40
     max_tokens: int = 64
     seed: int = 0
@@ -90,7 +99,8 @@ def _asked(pairs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def _score(client: QAClient, layer: Layer, items: list[tuple[str, str]], preset: GatePreset,
            pool: ThreadPoolExecutor, grounded: bool = False) -> list[dict[str, Any]]:
     """Each (prompt, reference) under `layer` alone (a per-request adapter set): output, F1, ROUGE-L, the
-    reference's token log-probabilities and, `grounded`, the F1 of the /gen/ask answer (evidence + citations)."""
+    reference's token log-probabilities as text and as the reply to the prompt, and, `grounded`, the F1 of the
+    /gen/ask answer (evidence + citations)."""
     lora = list(layer.adapters)
 
     def one(item: tuple[str, str]) -> dict[str, Any]:
@@ -98,27 +108,33 @@ def _score(client: QAClient, layer: Layer, items: list[tuple[str, str]], preset:
         try:
             out = client.chat(prompt, max_tokens=preset.max_tokens, seed=preset.seed, lora=lora).text
             logprobs = client.prompt_logprobs(reference, lora=lora)
+            answer = client.answer_logprobs(prompt, reference, lora=lora)
             evidence = client.ask({"prompt": prompt, "max_tokens": preset.max_tokens, "min_score": -1e9,
                                    "lora": [{"path": p, "scale": s} for p, s in lora]}) if grounded else None
         except ServerError as exc:
             return {"error": str(exc)}
         return {"prompt": prompt, "reference": reference, "output": out, "f1": m.token_f1(out, reference),
-                "rouge_l": m.rouge_l(out, reference), "logprobs": logprobs,
+                "rouge_l": m.rouge_l(out, reference), "logprobs": logprobs, "answer_logprobs": answer,
+                "answer_perplexity": _perplexity([answer]),
                 "grounded": evidence["answer"] if evidence else None,
                 "f1_grounded": m.token_f1(evidence["answer"], reference) if evidence else None}
 
     return list(pool.map(one, items))
 
 
+def _perplexity(logprobs: Any) -> float | None:
+    try:
+        return m.perplexity(logprobs)
+    except ValueError:  # nothing scored
+        return None
+
+
 def _cell(results: list[dict[str, Any]]) -> dict[str, Any]:
     done = [r for r in results if "error" not in r]
-    ppl = None
-    if done:
-        try:
-            ppl = m.perplexity(r["logprobs"] for r in done)
-        except ValueError:
-            ppl = None
-    return {"f1": m.mean(r["f1"] for r in done), "rouge_l": m.mean(r["rouge_l"] for r in done), "perplexity": ppl,
+    return {"f1": m.mean(r["f1"] for r in done), "rouge_l": m.mean(r["rouge_l"] for r in done),
+            "perplexity": _perplexity([r["logprobs"] for r in done]),
+            "answer_perplexity": _perplexity([r["answer_logprobs"] for r in done]),
+            "empty": sum(1 for r in done if not r["output"].strip()),  # answers that ended at their first token
             "f1_grounded": m.mean(r.get("f1_grounded") for r in done), "pairs": len(results),
             "errors": len(results) - len(done),
             "samples": [{k: r[k] for k in SAMPLE_KEYS} for r in done[:SAMPLES]],  # what the numbers came from
@@ -126,38 +142,46 @@ def _cell(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _gain(own: dict[str, Any], base: dict[str, Any], metric: str) -> float | None:
-    """How much `own` beats `base`: points of F1 / ROUGE-L, or the relative drop of perplexity."""
+    """How much `own` beats `base`: points of F1 / ROUGE-L, or the relative drop of a perplexity."""
     if own.get(metric) is None or base.get(metric) is None:
         return None
-    if metric == "perplexity":
+    if metric in PERPLEXITIES:
         return (base[metric] - own[metric]) / base[metric]
     return own[metric] - base[metric]
 
 
 def verdict(layer: str, topic: str, matrix: dict, general: dict, preset: GatePreset,
             recall: dict | None = None) -> dict[str, Any]:
-    """Passed when the layer beats the base on its own topic by >= min_gain F1 and its general-prompt perplexity
-    rose by at most max_general_ppl_increase; `reasons` says what failed, with the numbers, and `diagnosis` (with
-    `recall`, the trained pairs' cells) whether a layer that lost on new questions learned its own pairs."""
+    """Passed when the layer beats the base on its own topic by >= min_gain in `metric` and its general prompts'
+    perplexity (`general_metric`) rose by at most max_general_ppl_increase; `reasons` says what failed, with the
+    numbers, and `diagnosis` (with `recall`, the trained pairs' cells) whether a layer that lost on new questions
+    learned its own pairs."""
     own, base = matrix[layer].get(topic) or {}, matrix[BASE].get(topic) or {}
     gain = _gain(own, base, preset.metric)
     mine, theirs = ((recall or {}).get(name, {}).get(topic) or {} for name in (layer, BASE))
     trained_gain = _gain(mine, theirs, preset.metric)
-    ratio = (general[layer]["perplexity"] / general[BASE]["perplexity"]
-             if general[layer].get("perplexity") and general[BASE].get("perplexity") else None)
+    key = preset.general_metric
+    ratio = general[layer][key] / general[BASE][key] if general[layer].get(key) and general[BASE].get(key) else None
     reasons = []
     if gain is None:
         reasons.append(f"no held-out pairs of its topic {topic} were scored")
     elif gain < preset.min_gain:
         reasons.append(f"own-topic {preset.metric} {own[preset.metric]:.3f} vs base {base[preset.metric]:.3f}: gain "
                        f"{gain:+.3f} < {preset.min_gain:+.3f}")
+    f1_loss = (base["f1"] - own["f1"]) if own.get("f1") is not None and base.get("f1") is not None else None
+    if preset.max_f1_loss is not None and f1_loss is not None and f1_loss > preset.max_f1_loss:
+        empty = (f"; {own['empty']} of its {own.get('pairs')} answers were empty (the base's: {base['empty']})"
+                 if own.get("empty") else "")
+        reasons.append(f"own-topic F1 {own['f1']:.3f} fell {f1_loss:.3f} below the base's {base['f1']:.3f} (limit "
+                       f"{preset.max_f1_loss:.3f}): its greedy answers got worse{empty}")
     if ratio is None:
-        reasons.append("general-prompt perplexity could not be measured")
+        reasons.append(f"general-prompt {key} could not be measured")
     elif ratio - 1 > preset.max_general_ppl_increase:
-        reasons.append(f"general-prompt perplexity rose {ratio - 1:+.1%} over the base (limit "
+        reasons.append(f"general-prompt {key} rose {ratio - 1:+.1%} over the base (limit "
                        f"{preset.max_general_ppl_increase:+.1%})")
     return {"layer": layer, "topic": topic, "own_f1": own.get("f1"), "base_f1": base.get("f1"), "metric": preset.metric,
-            "gain": gain, "trained_f1": mine.get("f1"), "base_trained_f1": theirs.get("f1"), "trained_gain": trained_gain,
+            "gain": gain, "trained_f1": mine.get("f1"), "base_trained_f1": theirs.get("f1"),
+            "trained_gain": trained_gain,
             "general_ppl_ratio": ratio, "general_drift": general[layer].get("drift"), "passed": not reasons,
             "reasons": reasons, "diagnosis": _diagnosis(gain, trained_gain, mine, theirs, preset)}
 
@@ -261,24 +285,27 @@ def _lean(row: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def matrix_table(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the matrix: rows are layers, columns topics (F1 / ROUGE-L / answer perplexity, then the
-    grounded F1 when measured), then the F1 on its own topic's trained pairs (the base's in brackets), the
-    general-prompt perplexity, drift from the base and the verdict."""
+    """(header, rows) of the matrix: rows are layers, columns topics (F1 / ROUGE-L / perplexity of the answer as text /
+    as the reply to its question, then the grounded F1 when measured), then the F1 on its own topic's trained pairs
+    (the base's in brackets), the general prompts' perplexities (as text / as replies), drift from the base and the
+    verdict."""
     topics = record["topics"]
-    head = ["layer", *topics, "trained pairs F1 (base)", "general ppl / drift", "gate"]
+    head = ["layer", *topics, "trained pairs F1 (base)", "general ppl / ppl|q / drift", "gate"]
     rows = []
     for layer in [BASE, *record["verdicts"]]:
         cells = []
         for topic in topics:
             c = record["matrix"][layer].get(topic) or {}
-            cells.append(f"{_num(c.get('f1'))} / {_num(c.get('rouge_l'))} / {_num(c.get('perplexity'), 1)}"
+            cells.append(f"{_num(c.get('f1'))} / {_num(c.get('rouge_l'))} / {_num(c.get('perplexity'), 1)} / "
+                         f"{_num(c.get('answer_perplexity'), 1)}"
                          + (f" | {_num(c['f1_grounded'])}" if c.get("f1_grounded") is not None else ""))
         g = record["general"][layer]
         v = record["verdicts"].get(layer)
         mark = "-" if v is None else ("passed" if v["passed"] else "FAILED")
         trained = "-" if v is None or v.get("trained_f1") is None else \
             f"{_num(v['trained_f1'])} ({_num(v.get('base_trained_f1'))})"
-        rows.append([layer, *cells, trained, f"{_num(g.get('perplexity'), 1)} / {_num(g.get('drift'))}", mark])
+        general = f"{_num(g.get('perplexity'), 1)} / {_num(g.get('answer_perplexity'), 1)} / {_num(g.get('drift'))}"
+        rows.append([layer, *cells, trained, general, mark])
     return head, rows
 
 
@@ -290,11 +317,14 @@ def format_matrix(record: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     preset = record["preset"]
     grounded = any((c or {}).get("f1_grounded") is not None for row in record["matrix"].values() for c in row.values())
-    lines.append("cells: F1 / ROUGE-L / perplexity of the held-out answers"
+    lines.append("cells: F1 / ROUGE-L / perplexity of the held-out answers as text / as replies to their questions "
+                 "(ppl|q)"
                  + (" | F1 grounded (/gen/ask, same adapters)" if grounded else "")
-                 + f"; gate: own-topic {preset['metric']} gain >= {preset['min_gain']:+.3f} over base and general "
-                 f"perplexity rise <= {preset['max_general_ppl_increase']:.0%}; trained pairs: its own topic's "
-                 "training pairs asked as trained")
+                 + f"; gate: own-topic {preset['metric']} gain >= {preset['min_gain']:+.3f} over base"
+                 + (f", own-topic F1 loss <= {preset['max_f1_loss']:.3f}" if preset.get("max_f1_loss") is not None
+                    else "") + " and general "
+                 f"{preset.get('general_metric', 'perplexity')} rise <= {preset['max_general_ppl_increase']:.0%}; "
+                 "trained pairs: its own topic's training pairs asked as trained")
     for v in record["verdicts"].values():
         if not v["passed"]:
             lines.append(f"  {v['layer']} FAILED: " + "; ".join(v["reasons"]))

@@ -195,7 +195,7 @@ def _gate_verdict(summary: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(gate, dict):
         return None
     return {k: gate.get(k) for k in ("passed", "topic", "own_f1", "base_f1", "metric", "gain", "general_ppl_ratio",
-                                     "general_drift", "reasons", "run_dir")}
+                                     "general_drift", "reasons", "diagnosis", "run_dir")}
 
 
 def _adapter_files(folder: Path, with_peft: bool, kept: dict[str, str] = ADAPTER_FILES) -> Iterable[Path]:

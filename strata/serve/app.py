@@ -30,7 +30,7 @@ from strata.serve.metrics import Metrics
 from strata.serve.registry import set_label, set_versions
 from strata.serve.responses import Reply
 from strata.serve.schemas import (parse_adapter_body, parse_completion, parse_embeddings, parse_soft_prompt_body,
-                                  read_json)
+                                  parse_template, parse_tokenize, read_json)
 
 log = logging.getLogger("strata.serve")
 SHUTDOWN_GRACE_S = 3.0
@@ -174,6 +174,24 @@ def _release(config: ServeConfig) -> dict[str, Any]:
 async def slots(request: Request, runtime: Runtime) -> Response:
     """llama-server's GET /slots: each slot's state, adapter set and cached tokens."""
     return JSONResponse(runtime.ready_engine().scheduler.describe_slots())
+
+
+async def tokenize(request: Request, runtime: Runtime) -> Response:
+    """llama-server's POST /tokenize: {"content", "add_special", "parse_special"} -> {"tokens": [ids]}."""
+    engine = runtime.ready_engine()
+    content, add_special, parse_special = parse_tokenize(await read_json(request, runtime.config.max_body_bytes))
+    tokens = await run_in_threadpool(engine.model.tokenize, content, add_special, parse_special)
+    return JSONResponse({"tokens": tokens})
+
+
+async def apply_template(request: Request, runtime: Runtime) -> Response:
+    """llama-server's POST /apply-template: {"messages"} -> {"prompt": the text the chat format makes of them, ready
+    for the reply, and "tokens": the ids /v1/chat/completions would evaluate}."""
+    engine = runtime.ready_engine()
+    messages = parse_template(await read_json(request, runtime.config.max_body_bytes))
+    rendered = await run_in_threadpool(engine.template.render, messages)
+    text = b"".join(engine.model.piece(t, special=True) for t in rendered.tokens).decode("utf-8", "replace")
+    return JSONResponse({"prompt": text, "tokens": rendered.tokens})
 
 
 async def metrics(request: Request, runtime: Runtime) -> Response:
@@ -343,6 +361,8 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/v1/completions", endpoint("completions", _completion_handler("text")), methods=["POST"]),
         Route("/v1/chat/completions", endpoint("chat", _completion_handler("chat")), methods=["POST"]),
         Route("/v1/embeddings", endpoint("embeddings", embeddings), methods=["POST"]),
+        Route("/tokenize", endpoint("tokenize", tokenize), methods=["POST"]),
+        Route("/apply-template", endpoint("apply-template", apply_template), methods=["POST"]),
         Route("/gen/ask", endpoint("gen-ask", ask.ask), methods=["POST"]),
         Route("/adapters/bindings", endpoint("bindings", ask.list_bindings), methods=["GET"]),
         Route("/adapters/bindings", endpoint("bindings", ask.set_binding), methods=["POST"]),

@@ -56,6 +56,14 @@ FIELDS: dict[str, Spec] = {
                                           "\"json_schema\": {\"schema\": ...}}; \"text\" is the default"),
         **SAMPLING,
     },
+    "/tokenize": {  # llama-server's: what a prompt costs in tokens, and token-id prompts for /v1/completions
+        "content": ((str,), "text to tokenize"),
+        "add_special": ((bool,), "add BOS when the model adds one (default false)"),
+        "parse_special": ((bool,), "read special-token text such as `<s>` as that token (default true)"),
+    },
+    "/apply-template": {  # llama-server's: the prompt the chat format makes of messages, as text and token ids
+        "messages": ((list,), "[{\"role\", \"content\"}]; content a string or text parts"),
+    },
     "/v1/embeddings": {
         "input": ((str, list), "a string, a list of strings, or token ids (a list, or a list of lists)"),
         "encoding_format": ((str, NONE), "\"float\" (default) or \"base64\" (little-endian float32)"),

@@ -298,6 +298,24 @@ class EmbeddingRequest:
     lora: list[Ref] | None
 
 
+def parse_tokenize(body: Any) -> tuple[str, bool, bool]:
+    """Validate a /tokenize body: (content, add_special, parse_special)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    _check_types(body, "/tokenize")
+    if "content" not in body:
+        raise ApiError(400, "\"content\" is required: the text to tokenize")
+    return body["content"], body.get("add_special", False), body.get("parse_special", True)
+
+
+def parse_template(body: Any) -> list[dict[str, Any]]:
+    """Validate an /apply-template body: its chat messages."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    _check_types(body, "/apply-template")
+    return _messages(body.get("messages"))
+
+
 def parse_embeddings(body: Any, max_scale: float = DEFAULT_MAX_LORA_SCALE) -> EmbeddingRequest:
     """Validate an embeddings body: `input` as a string, strings, token ids, or lists of token ids."""
     if not isinstance(body, dict):

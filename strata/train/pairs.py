@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from strata.settings import Settings
 
 GENERAL = "general/mix"  # presets/general/mix.yaml: general questions with answers, mixed into chat training
 GENERAL_TOPIC = "general"
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,11 @@ def has_pairs(settings: Settings) -> bool:
 
 
 def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str], general_share: float,
-              with_chunks: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+              with_chunks: bool = False, permutations: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, val) chat records from pairs_train / pairs_val, with round(general_share x train) general records
     mixed into train (tagged topic `general`, so a per-topic run keeps them with every topic); `with_chunks` adds
-    chunk_records (chunks carry their chat form; paraphrases are plain text) to train."""
+    chunk_records (chunks carry their chat form; paraphrases are plain text) and `permutations` sentence-shuffled
+    copies of each chunk (plain text) to train."""
     hint = "run `strata build synthesize` first (it writes data/processed/pairs_train.jsonl)"
     pairs = _filter(read_jsonl(settings.pairs_train_jsonl, hint), topics)
     if not pairs:
@@ -81,6 +85,7 @@ def chat_data(settings: Settings, topics: list[str] | None, phrasings: list[str]
     val_pairs = read_jsonl(settings.pairs_val_jsonl, hint) if settings.pairs_val_jsonl.is_file() else []
     val = [chat_record(p, phrasings[:1]) for p in _filter(val_pairs, topics)]
     text = chunk_records(settings, topics) if with_chunks else []
+    text += permuted([r for r in text if not r.get("paraphrase_of")], permutations)  # chunks, not paraphrases
     return train + general_records(math.ceil(general_share * len(train)), phrasings) + text, val
 
 
@@ -93,6 +98,23 @@ def chunk_records(settings: Settings, topics: list[str] | None) -> list[dict[str
         if Path(extra).is_file():
             chunks += read_jsonl(extra, hint)
     return _filter([r for r in chunks if r.get("text")], topics)
+
+
+def permuted(chunks: list[dict[str, Any]], copies: int) -> list[dict[str, Any]]:
+    """`copies` plain text rows per chunk, each its sentences in another order (seeded by the chunk id, so a rerun
+    trains on the same rows); a chunk of one sentence has no other order and adds none."""
+    rows = []
+    for chunk in chunks:
+        sentences = SENTENCE_END.split(" ".join(chunk["text"].split()))
+        if len(sentences) < 2:
+            continue
+        rng = random.Random(f"{chunk.get('id')}")
+        for copy in range(copies):
+            order = sentences[:]
+            rng.shuffle(order)
+            rows.append({"id": f"{chunk.get('id')}-permuted-{copy}", "topic": chunk.get("topic"),
+                         "chunk_id": chunk.get("id"), "text": " ".join(order)})
+    return rows
 
 
 def text_data(settings: Settings, topics: list[str] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

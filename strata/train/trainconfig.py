@@ -46,6 +46,10 @@ class TrainPreset:
     # <heading> (<topic>)." -> the chunk) and the teacher's paraphrases (plain text rows), beside the pairs: the facts
     # a held-out question asks about are then in the layer's own data
     with_chunks: bool = False
+    # with_chunks also adds this many copies of each chunk with its sentences shuffled, as plain text rows: each
+    # sentence is then learnt after different neighbours, so a fact is recalled from its own words rather than from
+    # the sentence before it (the "permute" knowledge augmentation of Allen-Zhu & Li, Physics of LMs 3.1)
+    permutations: int = 0
     # any other transformers.TrainingArguments field, passed through as is (e.g. {save_total_limit: 2, optim: adamw_8bit})
     trainer: dict[str, Any] = field(default_factory=dict)
     # user data this level trains on instead of data/processed/train.jsonl: globs (relative to the workspace) or

@@ -207,7 +207,8 @@ def _workspace_records(settings: Settings, cfg: TrainPreset) -> tuple[list[dict]
 
     if pairs.has_pairs(settings):
         if cfg.format == "chat":
-            return pairs.chat_data(settings, cfg.topics, cfg.phrasings, cfg.general_share, cfg.with_chunks)
+            return pairs.chat_data(settings, cfg.topics, cfg.phrasings, cfg.general_share, cfg.with_chunks,
+                                   cfg.permutations)
         return pairs.text_data(settings, cfg.topics)
     records = batches.load_records(settings.train_jsonl, cfg.topics)
     # held-out text is optional: a small dataset may hold none (or none for these topics); then eval is skipped

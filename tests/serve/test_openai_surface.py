@@ -214,3 +214,38 @@ def test_the_official_openai_client_unmodified(server):
     vectors = client.embeddings.create(model="local", input=["Leases", "Goodwill"])  # base64 under the hood
     assert len(vectors.data) == 2 and abs(_norm(vectors.data[0].embedding) - 1) < 1e-4
     assert vectors.usage.prompt_tokens > 0
+
+
+def test_tokenize_and_apply_template_make_the_chat_prompt_as_token_ids(api, lora_dirs):
+    """llama-server's /tokenize and /apply-template: the template's token ids are exactly what /v1/chat/completions
+    evaluates, and a token-id prompt of them plus an answer's tokens scores that answer as the reply, per adapter
+    (how the gate's answer perplexity is measured)."""
+    from strata.qa.client import QAClient
+
+    question = [{"role": "user", "content": "When does a contract contain a lease?"}]
+    rendered = api.post("/apply-template", json={"messages": question})
+    assert rendered.status_code == 200, rendered.text
+    prompt, tokens = rendered.json()["prompt"], rendered.json()["tokens"]
+    assert question[0]["content"] in prompt and all(isinstance(t, int) for t in tokens)
+    chat = api.post("/v1/chat/completions", json={"messages": question, "max_tokens": 1, "temperature": 0}).json()
+    assert chat["usage"]["prompt_tokens"] == len(tokens)
+    answer = "A contract contains a lease when it conveys the right to control an identified asset."
+    plain = api.post("/tokenize", json={"content": answer, "parse_special": False}).json()["tokens"]
+    with_bos = api.post("/tokenize", json={"content": answer, "add_special": True}).json()["tokens"]
+    assert with_bos == [tokens[0], *plain] and len(plain) > 5  # the template starts with BOS, as add_special does
+
+    client = QAClient(str(api.base_url).rstrip("/"))
+    base = client.answer_logprobs(question[0]["content"], answer)
+    alpha = client.answer_logprobs(question[0]["content"], answer, lora=[(str(lora_dirs["alpha"]), 1.0)])
+    assert len(base) == len(alpha) == len(plain) and all(lp is not None and lp <= 0 for lp in base + alpha)
+    assert base != alpha  # the per-request adapter changes the score; the server's own set is untouched
+    assert all(a["scale"] == 0 for a in api.get("/lora-adapters").json())  # loaded for the request, not applied
+    # the answer scored as a reply differs from the same answer scored as bare text (the question conditions it)
+    assert base != client.prompt_logprobs(answer)[1:]
+
+    for path, body, needle in [("/tokenize", {}, "content"), ("/tokenize", {"content": 3}, "content"),
+                               ("/tokenize", {"content": "x", "add_bos": True}, "add_bos"),
+                               ("/apply-template", {"messages": []}, "messages"),
+                               ("/apply-template", {"messages": question, "max_tokens": 3}, "max_tokens")]:
+        reply = api.post(path, json=body)
+        assert reply.status_code == 400 and needle in reply.json()["error"]["message"], (path, reply.text)

@@ -105,6 +105,28 @@ def test_chat_levels_with_chunks_train_on_text_rows_too(tiny_base):
         batches.build_blocks([{"id": "x", "prompt": "only a prompt"}], tokenizer, "chat", 128)
 
 
+def test_permuted_chunks_keep_every_sentence_in_other_orders():
+    """`permutations`: each chunk of several sentences adds that many plain text rows holding exactly its sentences,
+    reordered the same way on every run; a one-sentence chunk adds none."""
+    from collections import Counter
+
+    from strata.train.pairs import permuted
+
+    text = ("A lessee classifies each lease at commencement. Classification matters because it sets the expense "
+            "pattern.\n\nBoth categories place a right-of-use asset on the balance sheet. Lessors do not reassess "
+            "the term. The practical consequence is a larger lease liability.")
+    chunks = [{"id": "leases-1", "topic": "ASC_Leases", "text": text, "messages": []},
+              {"id": "leases-2", "topic": "ASC_Leases", "text": "Only one sentence here."}]
+    rows = permuted(chunks, 3)
+    assert [r["id"] for r in rows] == [f"leases-1-permuted-{i}" for i in range(3)]
+    assert all("messages" not in r and r["topic"] == "ASC_Leases" and r["chunk_id"] == "leases-1" for r in rows)
+    for row in rows:  # the same words, none lost or repeated, whole sentences moved (each ends a sentence)
+        assert Counter(row["text"].split()) == Counter(text.split()) and row["text"].endswith(".")
+        assert "The practical consequence is a larger lease liability." in row["text"]
+    assert len({r["text"] for r in rows} | {" ".join(text.split())}) > 1  # reordered
+    assert permuted(chunks, 3) == rows and permuted(chunks, 0) == []
+
+
 def test_planned_steps_follow_the_trainers_count():
     from strata.train.trainargs import planned_steps
 
