@@ -21,6 +21,7 @@ QUICK_TRAINING = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_ac
 TOPIC_TRAINING = {"max_steps": 100, "min_steps": 100, "lr": 2e-3}
 # SmolLM2-135M on 2 cores: fewer, shorter steps at the presets' usual learning rate (a real model needs no push).
 REAL_TRAINING = {"max_steps": 8, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 2e-4, "eval_batches": 4}
+REAL_TOPIC_TRAINING = {"max_steps": 40}  # SmolLM2's topic layers: the topic preset's budget capped, at its own 2e-4
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,14 @@ class DemoOptions:
     training: dict[str, Any] = field(default_factory=lambda: dict(QUICK_TRAINING))
     topic_training: dict[str, Any] = field(default_factory=lambda: dict(TOPIC_TRAINING))
     qa_max_tokens: int = 32
+
+
+def options_for(base: str) -> DemoOptions:
+    """The demo's sizes for the kit's tiny base ("tiny") or SmolLM2 ("real", `strata demo --real`)."""
+    if base == "real":
+        return DemoOptions(base="real", training=dict(REAL_TRAINING), topic_training=dict(REAL_TOPIC_TRAINING),
+                           qa_max_tokens=48)
+    return DemoOptions()
 
 
 @dataclass(frozen=True)

@@ -32,3 +32,14 @@ def test_demo_runs_every_stage_and_leaves_pod_paths_alone(tmp_path, monkeypatch)
     assert "citations from" in rows[3][1] and "ASC_Leases/ASC_Leases.pdf" in rows[3][1], rows[3]
     assert any("ASC_Leases/ASC_Leases.pdf p." in line for line in lines)  # strata ask printed its citations
     assert any("general ppl / ppl|q / drift" in line for line in lines)  # the gate's per-topic matrix was printed
+
+
+def test_the_real_demo_keeps_its_own_rates():
+    """`strata demo --real` trains SmolLM2 at its presets' 2e-4: the tiny base's 2e-3 topic rate and 100 steps (which a
+    4M-parameter model needs to learn its pairs) would wreck a real model and cost an hour on 2 cores."""
+    from strata.demo import options_for
+
+    real, tiny = options_for("real"), options_for("tiny")
+    assert real.base == "real" and real.training["lr"] == 2e-4 and "lr" not in real.topic_training
+    assert real.topic_training["max_steps"] == 40
+    assert tiny.base == "tiny" and tiny.topic_training["lr"] == 2e-3 and tiny.topic_training["min_steps"] == 100

@@ -19,9 +19,9 @@ from strata.cli.common import friendly_errors
 @friendly_errors
 def demo(tiny: bool, workspace: Path | None) -> None:
     """Sample PDFs -> base model -> train_all -> serve -> QA, printing each stage and the report path."""
-    from strata.demo import REAL_TRAINING, DemoOptions, run_demo
+    from strata.demo import options_for, run_demo
 
-    options = DemoOptions() if tiny else DemoOptions(base="real", training=dict(REAL_TRAINING), qa_max_tokens=48)
+    options = options_for("tiny" if tiny else "real")
     workspace = workspace or Path("demo-workspace" if tiny else "demo-real-workspace")
     run_demo(workspace, echo=click.echo, options=options)
     ws = workspace.absolute()
