@@ -64,7 +64,8 @@ def test_synthesis_gate_and_topic_presets_load():
     from strata.train.trainconfig import load_train_preset
 
     assert load_preset(SynthesisPreset, "synthesis").generator == "auto"
-    assert load_preset(GatePreset, "gate").metric == "f1"
+    gate = load_preset(GatePreset, "gate")
+    assert gate.metric == gate.general_metric == "answer_perplexity" and 0 < gate.min_gain < 1 and gate.max_f1_loss > 0
     topic = load_train_preset(0, "levels/topic")
     assert topic.format == "chat" and topic.min_steps >= 1 and topic.step_tokens and topic.warmup_ratio > 0
     assert load_train_preset(2).general_share > 0
