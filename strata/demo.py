@@ -14,10 +14,9 @@ Echo = Callable[[str], None]
 # Sized for 2 CPU cores and the tiny model (short blocks, few steps, a higher lr so the adapters visibly learn);
 # real runs use the level presets as they are.
 QUICK_TRAINING = {"max_steps": 16, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
-# Topic layers: 100 steps at 2e-3 instead of the topic preset's budget, with 30 % general pairs. At 40 steps and 1e-3
-# the gate's trained-pair check found every layer no better than the base on its own training pairs (it had not
-# learned its data); at 100 x 2e-3 two of four demo layers broke the forgetting bound with 10 % general pairs, none
-# with 30 % (README "Benchmark (measured 2026-12-05)").
+# Topic layers: 100 steps at 2e-3 instead of the topic preset's budget. At 40 steps and 1e-3 the gate's trained-pair
+# check found no layer better than the base on its own training pairs (it had not learned its data); at 100 x 2e-3
+# each layer's held-out answers became much likelier as replies (README "Benchmark (measured 2026-12-05)").
 TOPIC_TRAINING = {"max_steps": 100, "min_steps": 100, "lr": 2e-3}
 # SmolLM2-135M on 2 cores: fewer, shorter steps at the presets' usual learning rate (a real model needs no push).
 REAL_TRAINING = {"max_steps": 8, "max_seq_len": 256, "batch_size": 4, "grad_accum": 1, "lr": 2e-4, "eval_batches": 4}

@@ -37,6 +37,7 @@ class QAClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._tokens: dict[tuple[str, str], list[int]] = {}  # (endpoint, text) -> token ids: the same for every layer
 
     def __enter__(self) -> "QAClient":
         return self
@@ -106,10 +107,18 @@ class QAClient:
                         soft_prompt: str | None = None) -> list[float | None]:
         """Log-probabilities of `answer`'s tokens as the reply to `question`: the chat format's prompt for the question
         (/apply-template), then the answer's tokens (/tokenize), scored in one /v1/completions echo."""
-        prompt = self._request("POST", "/apply-template",
-                               json={"messages": [{"role": "user", "content": question}]})["tokens"]
-        reply = self._request("POST", "/tokenize", json={"content": answer, "parse_special": False})["tokens"]
-        return self._echo_logprobs(prompt + reply, lora, soft_prompt)[len(prompt):len(prompt) + len(reply)]
+        prompt = self._token_ids("/apply-template", question)
+        reply = self._token_ids("/tokenize", answer)
+        # the echo leaves out a leading BOS, so the answer's entries are counted from the end
+        return self._echo_logprobs(prompt + reply, lora, soft_prompt)[-len(reply):] if reply else []
+
+    def _token_ids(self, path: str, text: str) -> list[int]:
+        """`text` as the question's chat prompt (/apply-template) or as plain text (/tokenize), asked once per text."""
+        if (path, text) not in self._tokens:
+            body = ({"messages": [{"role": "user", "content": text}]} if path == "/apply-template"
+                    else {"content": text, "parse_special": False})
+            self._tokens[(path, text)] = self._request("POST", path, json=body)["tokens"]
+        return self._tokens[(path, text)]
 
     def _echo_logprobs(self, prompt: str | list[int], lora: list[tuple[str, float]] | None,
                        soft_prompt: str | None) -> list[float | None]:
@@ -122,11 +131,13 @@ class QAClient:
         except (KeyError, IndexError, TypeError):
             raise ServerError("the server returned no prompt logprobs for /v1/completions with echo; "
                               "start it with logits_all enabled") from None
-        # With echo the entries after the prompt's usage.prompt_tokens belong to the generated token (an end-of-text
-        # included, which completion_tokens does not count): keep the prompt's own. (Not text_offset:
-        # llama-cpp-python's offsets count SentencePiece's leading space.)
-        prompt_tokens = (reply.get("usage") or {}).get("prompt_tokens")
-        return values[:prompt_tokens] if isinstance(prompt_tokens, int) and prompt_tokens > 0 else values
+        # With echo the last usage.completion_tokens entries belong to the generated token(s): keep the text's own.
+        # (Not text_offset: llama-cpp-python's offsets count SentencePiece's leading space; not prompt_tokens: the
+        # echo leaves out a leading BOS, which prompt_tokens counts.)
+        generated = (reply.get("usage") or {}).get("completion_tokens")
+        if isinstance(generated, int) and 0 < generated < len(values):
+            values = values[:-generated]
+        return values
 
 
 def _lora_field(lora: list[tuple[str, float]] | None) -> dict[str, Any]:

@@ -190,7 +190,7 @@ async def apply_template(request: Request, runtime: Runtime) -> Response:
     engine = runtime.ready_engine()
     messages = parse_template(await read_json(request, runtime.config.max_body_bytes))
     rendered = await run_in_threadpool(engine.template.render, messages)
-    text = b"".join(engine.model.piece(t, special=True) for t in rendered.tokens).decode("utf-8", "replace")
+    text = engine.model.model.detokenize(rendered.tokens, special=True).decode("utf-8", "replace")
     return JSONResponse({"prompt": text, "tokens": rendered.tokens})
 
 

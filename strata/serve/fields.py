@@ -61,9 +61,7 @@ FIELDS: dict[str, Spec] = {
         "add_special": ((bool,), "add BOS when the model adds one (default false)"),
         "parse_special": ((bool,), "read special-token text such as `<s>` as that token (default true)"),
     },
-    "/apply-template": {  # llama-server's: the prompt the chat format makes of messages, as text and token ids
-        "messages": ((list,), "[{\"role\", \"content\"}]; content a string or text parts"),
-    },
+
     "/v1/embeddings": {
         "input": ((str, list), "a string, a list of strings, or token ids (a list, or a list of lists)"),
         "encoding_format": ((str, NONE), "\"float\" (default) or \"base64\" (little-endian float32)"),
@@ -71,6 +69,9 @@ FIELDS: dict[str, Spec] = {
         "lora": SAMPLING["lora"],
         "user": SAMPLING["user"],
     },
+}
+FIELDS["/apply-template"] = {  # llama-server's: the prompt the chat format makes of messages, as text and token ids
+    "messages": FIELDS["/v1/chat/completions"]["messages"],
 }
 # Fields clients commonly send that strata does not implement: named, with what to do instead.
 UNSUPPORTED = {

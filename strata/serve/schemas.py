@@ -225,12 +225,18 @@ def parse_lora(body: dict[str, Any], max_scale: float) -> list[Ref] | None:
     return [parse_ref(e, f"lora[{i}]", max_scale) for i, e in enumerate(lora)] if lora is not None else None
 
 
+def _fields(body: Any, path: str) -> dict[str, Any]:
+    """`body` as a JSON object whose fields `path` accepts, with the types the field table gives (else a 400)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    _check_types(body, path)
+    return body
+
+
 def parse_completion(body: Any, kind: str, max_scale: float = DEFAULT_MAX_LORA_SCALE) -> CompletionRequest:
     """Validate a completion body against the field table; `kind` is "chat" or "text"; "lora" scales within
     ±max_scale."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object")
-    _check_types(body, PATHS[kind])
+    body = _fields(body, PATHS[kind])
     if body.get("n", 1) != 1:
         raise ApiError(400, "only n=1 is supported; send several requests instead")
     extra: dict[str, Any] = {}
@@ -300,9 +306,7 @@ class EmbeddingRequest:
 
 def parse_tokenize(body: Any) -> tuple[str, bool, bool]:
     """Validate a /tokenize body: (content, add_special, parse_special)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object")
-    _check_types(body, "/tokenize")
+    body = _fields(body, "/tokenize")
     if "content" not in body:
         raise ApiError(400, "\"content\" is required: the text to tokenize")
     return body["content"], body.get("add_special", False), body.get("parse_special", True)
@@ -310,17 +314,12 @@ def parse_tokenize(body: Any) -> tuple[str, bool, bool]:
 
 def parse_template(body: Any) -> list[dict[str, Any]]:
     """Validate an /apply-template body: its chat messages."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object")
-    _check_types(body, "/apply-template")
-    return _messages(body.get("messages"))
+    return _messages(_fields(body, "/apply-template").get("messages"))
 
 
 def parse_embeddings(body: Any, max_scale: float = DEFAULT_MAX_LORA_SCALE) -> EmbeddingRequest:
     """Validate an embeddings body: `input` as a string, strings, token ids, or lists of token ids."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object")
-    _check_types(body, "/v1/embeddings")
+    body = _fields(body, "/v1/embeddings")
     if "input" not in body:
         raise ApiError(400, "\"input\" is required: a string or a list of strings")
     value = body["input"]

@@ -242,6 +242,14 @@ def test_tokenize_and_apply_template_make_the_chat_prompt_as_token_ids(api, lora
     assert all(a["scale"] == 0 for a in api.get("/lora-adapters").json())  # loaded for the request, not applied
     # the answer scored as a reply differs from the same answer scored as bare text (the question conditions it)
     assert base != client.prompt_logprobs(answer)[1:]
+    # each entry is its own token's: a prefix of the answer scores as the same prefix of the whole answer (an entry
+    # shifted by one, or the generated token's logprob kept, breaks this), and so does a prefix of a bare text
+    head = "A contract contains a lease"
+    n = len(api.post("/tokenize", json={"content": head, "parse_special": False}).json()["tokens"])
+    assert plain[:n] == api.post("/tokenize", json={"content": head, "parse_special": False}).json()["tokens"]
+    assert client.answer_logprobs(question[0]["content"], head) == pytest.approx(base[:n], abs=1e-4)
+    text = client.prompt_logprobs(answer)
+    assert len(text) == len(plain) and client.prompt_logprobs(head) == pytest.approx(text[:n], abs=1e-4)
 
     for path, body, needle in [("/tokenize", {}, "content"), ("/tokenize", {"content": 3}, "content"),
                                ("/tokenize", {"content": "x", "add_bos": True}, "add_bos"),
