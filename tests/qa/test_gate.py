@@ -14,11 +14,12 @@ import yaml
 from strata.errors import StrataError
 from strata.files import atomic_write_jsonl, read_jsonl
 from strata.settings import Settings
+from strata.train.pairs import permuted
 
 pytestmark = pytest.mark.timeout(3600)  # a real build: pretest -> ... -> gate, then a retrain and two more gates
 TOPICS = ["ASC_Financial_Accounting", "ASC_Leases"]
 LEVELS = {"max_steps": 4, "max_seq_len": 128, "batch_size": 4, "grad_accum": 1, "lr": 1e-3, "topics": TOPICS}
-TOPIC = {"min_steps": 16, "max_steps": 16, "lr": 5e-3, "save_steps": 1000}
+TOPIC = {"min_steps": 16, "max_steps": 16, "lr": 5e-3, "save_steps": 1000, "permutations": 1}
 
 
 def _gate_preset(tmp_path: Path, **values) -> str:
@@ -87,12 +88,15 @@ def test_train_all_runs_synthesis_and_the_gate_and_records_the_matrix(built):
             for t, c in gate["matrix"][topic].items()}  # the summary leaves per-pair scores and samples to gate.json
         assert summary["hyperparameters"]["min_steps"] == 16 and summary["metrics"]["steps"] == 16
         # the topic preset's with_chunks: the topic's chunks (their chat records) train beside its pairs, plus a general
-        # share smaller than the chunks; no teacher, so no paraphrases (plain text rows)
+        # share smaller than the chunks
         chunks = [r for r in read_jsonl(settings.train_jsonl, "") + read_jsonl(settings.val_jsonl, "")
                   if r["topic"] == topic]
         pairs = [r for r in read_jsonl(settings.pairs_train_jsonl, "") if r["topic"] == topic]
-        assert summary["hyperparameters"]["with_chunks"] and summary["dataset"]["text_records"] == 0
-        assert len(pairs) + len(chunks) <= summary["dataset"]["records"] < len(pairs) + 2 * len(chunks)
+        # no teacher, so no paraphrases: the plain text rows are the sentence-shuffled chunks (permutations: 1)
+        shuffled = permuted(chunks, 1)
+        assert summary["hyperparameters"]["with_chunks"] and summary["dataset"]["text_records"] == len(shuffled) > 0
+        assert len(pairs) + len(chunks) + len(shuffled) <= summary["dataset"]["records"] \
+            < len(pairs) + 2 * len(chunks) + len(shuffled)
         assert summary["training_arguments"]["warmup_steps"] == 1  # the topic preset's 10 % warm-up
     assert json.loads((settings.peft / "gate.json").read_text())["verdicts"] == gate["verdicts"]
     manifest = json.loads(Path(record["manifest"]).read_text())
